@@ -1,0 +1,129 @@
+"""Shared benchmark plumbing: free ports, the shared load client and null SMSC, bench fixtures, output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = ROOT.parent / "shared" / "tools"
+OUT = ROOT / "bench" / "out"
+BENCH_ACCOUNT = ("bench", "bench123")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tools_dir() -> Path:
+    if not (TOOLS / "smpp_load.py").exists():
+        raise SystemExit(f"the shared SMPP tools are missing: expected {TOOLS}/smpp_load.py")
+    return TOOLS
+
+
+def run_load(port: int, *, count: int, duration: float, binds: int = 4, window: int = 10, dest: str = "10086",
+             message: str = "200", expect_replies: bool = True, subscribers: int = 100,
+             src_base: int = 13800000001, system_id: str = "load", password: str = "load",
+             dlr: bool = False) -> dict:
+    """Run ../shared/tools/smpp_load.py and return its JSON summary (its last stdout line)."""
+    cmd = [sys.executable, str(tools_dir() / "smpp_load.py"), "--port", str(port), "--binds", str(binds),
+           "--window", str(window), "--count", str(count), "--duration", str(duration), "--dest", dest,
+           "--message", message, "--subscribers", str(subscribers), "--src-base", str(src_base),
+           "--system-id", system_id, "--password", password]
+    if expect_replies:
+        cmd.append("--expect-replies")
+    if dlr:
+        cmd.append("--dlr")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"smpp_load printed no result: {proc.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+class NullSMSC:
+    """../shared/tools/smpp_null_server.py on a free port: the ceiling of the load client."""
+
+    def __init__(self, reply: bool = True):
+        self.port = free_port()
+        cmd = [sys.executable, str(tools_dir() / "smpp_null_server.py"), "--port", str(self.port),
+               "--max-runtime", "600"]
+        if reply:
+            cmd.append("--reply")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        _wait_port(self.port)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on port {port} after {timeout}s")
+
+
+def bench_fixtures(workdir: Path) -> Path:
+    """The demo fixtures plus a 'bench' account without the demo's 500 msg/s and 4-bind limits."""
+    from notifier.security import hash_password
+
+    target = workdir / "fixtures"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(ROOT / "fixtures" / "demo", target)
+    accounts = target / "accounts.yaml"
+    accounts.write_text(accounts.read_text(encoding="utf-8") + (
+        f"  - system_id: {BENCH_ACCOUNT[0]}\n"
+        f"    password_hash: {hash_password(BENCH_ACCOUNT[1], n=2**10)}\n"
+        "    bind_types: [tx, rx, trx]\n    max_binds: 64\n    rate: 100000\n"
+        "    source_ranges: []\n    ip_allow: []\n    receives_service_sms: false\n"), encoding="utf-8")
+    return target
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def hwm_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def write_result(name: str, result: dict) -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    return path
+
+
+def env_pythonpath() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(ROOT))

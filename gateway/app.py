@@ -1,0 +1,176 @@
+"""The running gateway's shared state: database, fixture snapshot, settings, router, outbox.
+
+Every transport (SMPP, USSD, SIP, HTTP, SMTP) holds one :class:`Gateway`.
+The fixture snapshot is one immutable object swapped in a single assignment,
+so a reload (HTTP or SIGHUP) never shows anybody half old, half new rules.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from twisted.logger import Logger
+
+from gateway.sections import all_sections
+from notifier.models import Account, FixtureSetRow, OpsToken
+from notifier.outbox import Outbox
+from notifier.security import hash_token
+from offers.db import make_engine, migrate, session_factory, transaction
+from offers.fixtures import FixtureError, load_set, parse_set, read_dir
+from offers.settings import Settings
+
+log = Logger(namespace="gateway")
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    system_id: str
+    password_hash: str
+    bind_types: frozenset[str]
+    max_binds: int
+    rate: float
+    source_ranges: tuple[str, ...]
+    ip_allow: tuple[str, ...]
+    receives_service_sms: bool
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the fixtures define, validated, as one immutable value."""
+
+    version: int
+    parsed: Mapping[str, Any]
+    settings: Settings
+    offers: Any  # offers.catalog.OffersCatalog
+    accounts: Mapping[str, AccountInfo]
+    token_hashes: frozenset[str]
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+class LiveSettings(Mapping[str, Any]):
+    """A Mapping that always reads the current snapshot's settings."""
+
+    def __init__(self, gateway: Gateway):
+        self._gateway = gateway
+
+    def __getitem__(self, key: str) -> Any:
+        return self._gateway.settings[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._gateway.settings)
+
+    def __len__(self) -> int:
+        return len(self._gateway.settings)
+
+
+class Gateway:
+    def __init__(self, reactor: Any, db_url: str, overrides: Mapping[str, Any] | None = None,
+                 fits: Callable[[str, int], bool] | None = None):
+        from offers.router import Router
+
+        self.reactor = reactor
+        self.now: Callable[[], float] = reactor.seconds
+        self.overrides = dict(overrides or {})
+        self.db_url = db_url
+        self.engine = make_engine(db_url)
+        migrate(self.engine)
+        self.db = session_factory(self.engine)
+        self.snapshot: Snapshot | None = None
+        self.live_settings = LiveSettings(self)
+        self.outbox = Outbox(self.now, self.live_settings)
+        self.router = Router(lambda: self.snapshot.offers, self.live_settings, fits) if fits else \
+            Router(lambda: self.snapshot.offers, self.live_settings)
+        self.reload_listeners: list[Callable[[Snapshot], None]] = []
+        self.started_at = time.time()
+
+    # --- fixtures -------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        if self.snapshot is None:
+            return Settings(self.overrides)
+        return self.snapshot.settings
+
+    def has_fixtures(self) -> bool:
+        with self.db() as session:
+            return session.scalar(select(FixtureSetRow.id).limit(1)) is not None
+
+    def load_fixtures_dir(self, directory: str) -> dict[str, int]:
+        return self.apply_fixtures(read_dir(directory), source=str(directory))
+
+    def apply_fixtures(self, files: Mapping[str, str], source: str) -> dict[str, int]:
+        """Validate a whole fixture set, load it in one transaction, then swap the snapshot.
+
+        Raises FixtureError (and changes nothing) when any file has a problem.
+        """
+        sections = all_sections()
+        parsed, problems = parse_set(files, sections)
+        if problems:
+            raise FixtureError(problems)
+        snapshot = self._build_snapshot(parsed)
+        with transaction(self.db) as session:
+            counts = load_set(session, parsed, sections)
+            session.add(FixtureSetRow(loaded_at=self.now(), source=source[:200], files=dict(files),
+                                      counts=counts))
+        self._swap(snapshot)
+        log.info("fixtures loaded from {source}: {counts}", source=source, counts=counts)
+        return counts
+
+    def restore_fixtures(self) -> bool:
+        """Serve the fixture set loaded last (after a restart); False when the database has none."""
+        with self.db() as session:
+            row = session.scalars(select(FixtureSetRow).order_by(FixtureSetRow.id.desc()).limit(1)).first()
+        if row is None:
+            return False
+        parsed, problems = parse_set(row.files, all_sections())
+        if problems:
+            raise FixtureError(problems)
+        self._swap(self._build_snapshot(parsed))
+        return True
+
+    def _build_snapshot(self, parsed: Mapping[str, Any]) -> Snapshot:
+        from gateway.sections import build_extras
+        from offers.sections import build_catalog
+
+        settings = Settings(parsed.get("config") or {}, self.overrides)
+        accounts = {a["system_id"]: AccountInfo(
+            system_id=a["system_id"], password_hash=a["password_hash"], bind_types=frozenset(a["bind_types"]),
+            max_binds=int(a.get("max_binds", 4)), rate=float(a.get("rate", 500)),
+            source_ranges=tuple(a.get("source_ranges") or ()), ip_allow=tuple(a.get("ip_allow") or ()),
+            receives_service_sms=bool(a.get("receives_service_sms", False)))
+            for a in parsed.get("accounts") or []}
+        tokens = frozenset(t["token_sha256"] for t in parsed.get("ops_tokens") or [])
+        version = (self.snapshot.version + 1) if self.snapshot else 1
+        return Snapshot(version, parsed, settings, build_catalog(parsed), accounts, tokens,
+                        build_extras(parsed))
+
+    def _swap(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        for listener in list(self.reload_listeners):
+            listener(snapshot)
+
+    # --- accounts and tokens ----------------------------------------------------------------
+
+    def account(self, system_id: str) -> AccountInfo | None:
+        return self.snapshot.accounts.get(system_id) if self.snapshot else None
+
+    def service_accounts(self) -> list[str]:
+        """Accounts that receive gateway-originated SMS (IVR, surveys, campaigns)."""
+        if self.snapshot is None:
+            return []
+        return [a.system_id for a in self.snapshot.accounts.values() if a.receives_service_sms]
+
+    def token_ok(self, token: str | None) -> bool:
+        return bool(token) and self.snapshot is not None and hash_token(token) in self.snapshot.token_hashes
+
+    def db_accounts(self) -> list[Account]:
+        with self.db() as session:
+            return list(session.scalars(select(Account)))
+
+    def db_tokens(self) -> list[OpsToken]:
+        with self.db() as session:
+            return list(session.scalars(select(OpsToken)))

@@ -1,0 +1,49 @@
+"""Structured logging with twisted.logger: readable text or one JSON object per line, on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+    formatTime,
+    globalLogBeginner,
+)
+
+
+def _json_observer(stream):
+    def observe(event: dict) -> None:
+        record = {
+            "time": event.get("log_time"), "level": event["log_level"].name if event.get("log_level") else None,
+            "ns": event.get("log_namespace"), "msg": formatEvent(event),
+        }
+        failure = event.get("log_failure")
+        if failure is not None:
+            record["traceback"] = failure.getTraceback()
+        stream.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        stream.flush()
+    return observe
+
+
+def _text_observer(stream):
+    def observe(event: dict) -> None:
+        level = event["log_level"].name.upper() if event.get("log_level") else "INFO"
+        line = f"{formatTime(event.get('log_time'))} {level:<5} [{event.get('log_namespace', '-')}] " \
+               f"{formatEvent(event)}"
+        failure = event.get("log_failure")
+        if failure is not None:
+            line += "\n" + failure.getTraceback()
+        stream.write(line + "\n")
+        stream.flush()
+    return observe
+
+
+def start_logging(fmt: str = "text", level: LogLevel = LogLevel.info, stream=None) -> None:
+    stream = stream or sys.stderr
+    observer = _json_observer(stream) if fmt == "json" else _text_observer(stream)
+    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])], redirectStandardIO=False)

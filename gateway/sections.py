@@ -1,0 +1,21 @@
+"""Which fixture sections make up a complete set, in validation order."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from offers.fixtures import Section
+
+
+def all_sections() -> list[Section]:
+    """Core (config, accounts, tokens), offers (segments, offers, subscribers, keywords, replies), then the rest."""
+    from notifier import core_sections
+    from offers import sections as offer_sections
+
+    return [*core_sections.SECTIONS, *offer_sections.SECTIONS]
+
+
+def build_extras(parsed: Mapping[str, Any]) -> dict[str, Any]:
+    """Runtime objects other domains build from their parsed sections (IVR menus, campaigns)."""
+    return {}

@@ -1,0 +1,127 @@
+"""``serve``: one twisted.application service tree with every surface of the gateway.
+
+Start order: database and fixtures, then listeners (ports of 0 are chosen by
+the OS), then the JSON ready line on stdout. SIGTERM/SIGINT stop the tree in
+reverse: listeners close, SMPP sessions are unbound, the MO pipeline flushes
+its last batch, the outbox keeps whatever was not sent (it is on disk).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.application import service
+from twisted.logger import Logger
+
+from gateway.cli import DEMO_DIR
+from gateway.logs import start_logging
+
+log = Logger(namespace="gateway.serve")
+
+DEFAULT_DEMO_POPULATION = 1000
+
+
+class ReadyLine(service.Service):
+    """Prints the chosen ports as one JSON line once every listener is up."""
+
+    def __init__(self, port_sources: dict[str, Any]):
+        self.port_sources = port_sources
+
+    def startService(self) -> None:
+        super().startService()
+        ports = {name: src.port_number() for name, src in self.port_sources.items()}
+        sys.stdout.write(json.dumps(ports) + "\n")
+        sys.stdout.flush()
+        log.info("serving: {ports}", ports=ports)
+
+
+def prepare_data(gateway, args) -> None:
+    """Load fixtures (demo or a folder) and the demo population, or serve what the database holds."""
+    if args.fixtures:
+        gateway.load_fixtures_dir(args.fixtures)
+    elif gateway.restore_fixtures():
+        log.info("serving the fixture set stored in the database")
+    elif args.demo:
+        gateway.load_fixtures_dir(str(DEMO_DIR))
+    else:
+        raise SystemExit("the database holds no fixtures: start with --demo, or --fixtures DIR, "
+                         "or run load-fixtures first")
+    if args.demo:
+        size = DEFAULT_DEMO_POPULATION if args.population is None else args.population
+        _ensure_population(gateway, size)
+
+
+def _ensure_population(gateway, size: int) -> None:
+    from sqlalchemy import func, select
+
+    from offers.models import Subscriber
+    from offers.population import generate
+
+    with gateway.db() as session:
+        count = session.scalar(select(func.count()).select_from(Subscriber)) or 0
+    if size > 0 and count < 100 + size:
+        log.info("generating a synthetic population of {n} subscribers", n=size)
+        generate(gateway.engine, size, 1)
+
+
+def build_tree(gateway, args, reactor) -> tuple[service.MultiService, dict[str, Any]]:
+    from gateway.smpp_server import SMPPServerService
+    from gateway.wiring import build_surfaces
+
+    top = service.MultiService()
+    smpp = SMPPServerService(gateway, args.host, args.smpp_port)
+    smpp.setServiceParent(top)
+    ports: dict[str, Any] = {"smpp": smpp}
+    ports.update(build_surfaces(gateway, args, reactor, top, smpp))
+    return top, ports
+
+
+def serve(args, overrides: dict[str, Any]) -> int:
+    from twisted.internet import reactor
+
+    from gateway.app import Gateway
+    from gateway.smpp.text import fits_parts
+    from offers.fixtures import FixtureError
+
+    start_logging(args.log_format)
+    Path(args.var_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        gateway = Gateway(reactor, args.db, overrides, fits=fits_parts)
+        gateway.var_dir = Path(args.var_dir)
+        prepare_data(gateway, args)
+    except FixtureError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print("the gateway did not start: fix the fixtures above", file=sys.stderr)
+        return 1
+    top, port_sources = build_tree(gateway, args, reactor)
+    ReadyLine(port_sources).setServiceParent(top)
+    exit_code = {"code": 0}
+
+    def reload_fixtures(*_):
+        reactor.callFromThread(_reload, gateway, args)
+
+    signal.signal(signal.SIGHUP, reload_fixtures)
+    top.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    reactor.run(installSignalHandlers=True)
+    return exit_code["code"]
+
+
+def _reload(gateway, args) -> None:
+    from offers.fixtures import FixtureError
+
+    source = args.fixtures or (str(DEMO_DIR) if args.demo else None)
+    if source is None:
+        log.warn("SIGHUP: no fixture folder to reload (start with --fixtures DIR)")
+        return
+    try:
+        counts = gateway.load_fixtures_dir(source)
+        log.info("SIGHUP: fixtures reloaded from {source}: {counts}", source=source, counts=counts)
+    except FixtureError as exc:
+        for problem in exc.problems:
+            log.error("SIGHUP reload refused: {problem}", problem=str(problem))

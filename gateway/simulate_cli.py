@@ -1,0 +1,151 @@
+"""``run_gateway.py simulate``: the testers' SMS/USSD client (smpplib), queue simulator, fake SMSC."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_parsers(parser: argparse.ArgumentParser) -> None:
+    from gateway.cli import Formatter
+
+    subs = parser.add_subparsers(dest="simulate_command", required=True, metavar="SIMULATOR")
+
+    sms = subs.add_parser(
+        "sms", formatter_class=Formatter,
+        help="bind to a running gateway with smpplib, send a command, print the reply",
+        description="Bind with smpplib (as an ESME), text a command, print what comes back "
+                    "(reassembled, decoded).\n\nexamples:\n"
+                    "  python run_gateway.py simulate sms --from 13800000001 --text 200\n"
+                    "  python run_gateway.py simulate sms --from 13800000001 --interactive\n"
+                    "  python run_gateway.py simulate sms --from 13800000001 --ussd '*200#'")
+    sms.add_argument("--host", default="127.0.0.1")
+    sms.add_argument("--port", type=int, default=2775, help="gateway SMPP port")
+    sms.add_argument("--system-id", default="tester")
+    sms.add_argument("--password", default="test1234")
+    sms.add_argument("--from", dest="sender", default="13800000001", help="subscriber number (source_addr)")
+    sms.add_argument("--to", default="10086", help="service number (destination_addr)")
+    sms.add_argument("--text", help="command to send (e.g. 200, KTLL30, Y, 0000, CXYE, TD)")
+    sms.add_argument("--interactive", action="store_true", help="keep the session and read commands from stdin")
+    sms.add_argument("--ussd", metavar="STRING", help="open a USSD session, e.g. '*200#'")
+    sms.add_argument("--wait", type=float, default=10.0, help="seconds to wait for each reply")
+    sms.add_argument("--receipt", action="store_true", help="ask for a delivery receipt (registered_delivery=1)")
+    sms.add_argument("--json", action="store_true", help="print each reply as a JSON line")
+    sms.set_defaults(simulate_handler=run_sms)
+
+    queue = subs.add_parser(
+        "queue", formatter_class=Formatter, help="run the agent-queue simulator alone (same code as the IVR)",
+        description="Seeded discrete-event simulation of an agent queue; prints p_wait, asa_s, service_level, "
+                    "abandon_rate, occupancy, calls.\n\nexample:\n"
+                    "  python run_gateway.py simulate queue --calls-per-hour 300 --aht 180 --agents 16 "
+                    "--hours 8 --seed 1 --json")
+    queue.add_argument("--calls-per-hour", type=float, required=True)
+    queue.add_argument("--aht", type=float, required=True, help="mean handling seconds (exponential)")
+    queue.add_argument("--agents", type=int, required=True)
+    queue.add_argument("--hours", type=float, default=1.0)
+    queue.add_argument("--patience", type=float, default=None, help="mean patience seconds; none = never abandon")
+    queue.add_argument("--seed", type=int, default=0)
+    queue.add_argument("--answer-within", type=float, default=20.0, help="service-level threshold in seconds")
+    queue.add_argument("--json", action="store_true")
+    queue.set_defaults(simulate_handler=run_queue)
+
+    smsc = subs.add_parser(
+        "smsc", formatter_class=Formatter, help="a fake operator SMSC with receipts, MO injection and faults",
+        description="Serve as an operator SMSC for --upstream and partners' ESMEs.\n\nexample:\n"
+                    "  python run_gateway.py simulate smsc --port 2776 --fault throttle")
+    smsc.add_argument("--host", default="127.0.0.1")
+    smsc.add_argument("--port", type=int, default=2776)
+    smsc.add_argument("--fault", action="append", default=[], help="fault class to apply to every submit")
+    smsc.add_argument("--receipt-delay", type=float, default=0.0)
+    smsc.add_argument("--receipt-stat", default="DELIVRD")
+    smsc.add_argument("--mo-csv", help="CSV of source,dest,text MO to inject after the first bind")
+    smsc.add_argument("--mo-rate", type=float, default=0.0, help="MO per second to inject (with --mo-csv)")
+    smsc.set_defaults(simulate_handler=run_smsc)
+
+
+def run_sms(args) -> int:
+    from gateway.sim_client import SimulatorClient, SimulatorError
+
+    try:
+        client = SimulatorClient(args.host, args.port, args.system_id, args.password, wait=args.wait)
+        client.connect()
+    except SimulatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.ussd:
+            return _run_ussd(client, args)
+        if args.interactive:
+            return _interactive(client, args)
+        if not args.text:
+            print("error: give --text, --interactive or --ussd", file=sys.stderr)
+            return 2
+        return _print_replies(client.command(args.sender, args.to, args.text, receipt=args.receipt), args)
+    except SimulatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+
+
+def _print_replies(replies, args) -> int:
+    if not replies:
+        print("(no reply)", file=sys.stderr)
+        return 1
+    for reply in replies:
+        if args.json:
+            print(json.dumps(reply, ensure_ascii=False))
+        else:
+            print(reply["text"])
+    return 0
+
+
+def _interactive(client, args) -> int:
+    print(f"bound as {args.system_id}; texting {args.to} from {args.sender}. Type commands, Ctrl-D to quit.",
+          file=sys.stderr)
+    for line in sys.stdin:
+        text = line.strip()
+        if text:
+            _print_replies(client.command(args.sender, args.to, text), args)
+    return 0
+
+
+def _run_ussd(client, args) -> int:
+    screen = client.ussd_start(args.sender, args.ussd)
+    while True:
+        print(screen["text"])
+        if screen.get("end"):
+            return 0
+        if not args.interactive and sys.stdin.isatty() is False and not sys.stdin.readable():
+            return 0
+        answer = sys.stdin.readline()
+        if not answer:
+            return 0
+        screen = client.ussd_answer(args.sender, answer.strip(), screen)
+
+
+def run_queue(args) -> int:
+    from ivr.queue import simulate
+
+    result = simulate(calls_per_hour=args.calls_per_hour, aht_s=args.aht, agents=args.agents, hours=args.hours,
+                      patience_s=args.patience, seed=args.seed, answer_within_s=args.answer_within)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="agent queue simulation")
+        table.add_column("figure")
+        table.add_column("value", justify="right")
+        for key, value in result.items():
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        Console().print(table)
+    return 0
+
+
+def run_smsc(args) -> int:
+    from gateway.smsc_sim import run
+
+    return run(args)

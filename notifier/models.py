@@ -1,0 +1,112 @@
+"""Tables of the messaging core: the durable outbox, the message log, accounts and ops tokens.
+
+Timestamps are float seconds since the epoch as given by the injected clock
+(``reactor.seconds()``, ``task.Clock().seconds()`` in tests).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Float, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from offers.db import Base
+
+OUTBOX_STATES = ("queued", "sending", "sent", "delivered", "failed", "expired")
+FINAL_STATES = ("delivered", "failed", "expired")
+
+
+class OutboxMessage(Base):
+    """One outbound message, written before any wire sees it.
+
+    ``state``: queued -> sending -> sent -> delivered, or -> failed / expired.
+    A row in ``sending`` whose lease ran out (the process died) is due again.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(64), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(160), unique=True, nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))  # reply, receipt, campaign, ivr, survey, email
+    channel: Mapped[str] = mapped_column(String(16), default="smpp")  # smpp (to a bound ESME), upstream, email
+    account: Mapped[str | None] = mapped_column(String(32), nullable=True)  # ESME system_id it goes to
+    source: Mapped[str] = mapped_column(String(64))
+    dest: Mapped[str] = mapped_column(String(320))
+    text: Mapped[str] = mapped_column(Text)
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    state: Mapped[str] = mapped_column(String(12), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    sent_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    done_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    campaign_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    correlation: Mapped[str | None] = mapped_column(String(64), nullable=True)  # e.g. the MO message id
+
+    __table_args__ = (
+        Index("ix_outbox_due", "state", "channel", "next_attempt_at"),
+        Index("ix_outbox_campaign", "campaign_id", "state"),
+        Index("ix_outbox_dest", "dest", "created_at"),
+    )
+
+
+class MessageLog(Base):
+    """Every MO received and every MT handed to a wire, for audits and reports."""
+
+    __tablename__ = "message_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    direction: Mapped[str] = mapped_column(String(2))  # MO / MT
+    channel: Mapped[str] = mapped_column(String(16))  # sms, ussd, email, http, ivr
+    account: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    source: Mapped[str] = mapped_column(String(320))
+    dest: Mapped[str] = mapped_column(String(320))
+    text: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    at: Mapped[float] = mapped_column(Float)
+    action: Mapped[str | None] = mapped_column(String(32), nullable=True)  # router action for MO
+
+    __table_args__ = (Index("ix_message_log_source_at", "source", "at"),)
+
+
+class Account(Base):
+    """An SMPP account (ESME) that may bind to the gateway. Passwords are stored as scrypt hashes."""
+
+    __tablename__ = "accounts"
+
+    system_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    bind_types: Mapped[list[str]] = mapped_column(JSON)  # subset of tx, rx, trx
+    max_binds: Mapped[int] = mapped_column(Integer, default=4)
+    rate: Mapped[float] = mapped_column(Float, default=500.0)
+    source_ranges: Mapped[list[str]] = mapped_column(JSON, default=list)  # regexes of allowed source_addr
+    ip_allow: Mapped[list[str]] = mapped_column(JSON, default=list)  # CIDRs; empty = any
+    receives_service_sms: Mapped[int] = mapped_column(Integer, default=0)  # IVR / campaign SMS go here
+
+
+class OpsToken(Base):
+    """Bearer tokens for ops writes, stored as SHA-256 hex digests."""
+
+    __tablename__ = "ops_tokens"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class FixtureSetRow(Base):
+    """Each fixture set loaded, whole, so a restart serves exactly what ops loaded last."""
+
+    __tablename__ = "fixture_sets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    loaded_at: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(200))
+    files: Mapped[dict[str, str]] = mapped_column(JSON)
+    counts: Mapped[dict[str, int]] = mapped_column(JSON)

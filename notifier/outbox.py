@@ -1,0 +1,174 @@
+"""The durable outbox: every outbound message is a row before any wire sees it.
+
+States: ``queued`` -> ``sending`` (claimed, with a lease) -> ``sent`` (the
+peer acknowledged) -> ``delivered`` (a receipt, or the peer is the
+subscriber's own handset/ESME); or ``failed`` (attempts exhausted, permanent
+error) / ``expired`` (validity ran out). A ``sending`` row whose lease ran out
+belongs to a process that died: it is due again, with the same message id, so
+a receiver can drop the duplicate.
+
+Functions take the caller's session and never commit: the caller's unit of
+work decides, so an MO, its reply and its log rows commit together.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from notifier.models import FINAL_STATES, OUTBOX_STATES, OutboxMessage
+
+MAX_TEXT = 64 * 1024
+
+
+def new_message_id() -> str:
+    """A 16-hex-digit id (fits SMPP's 65-octet message_id, unique across processes)."""
+    return secrets.token_hex(8)
+
+
+class Outbox:
+    def __init__(self, now: Callable[[], float], settings: Mapping[str, Any]):
+        self.now = now
+        self.retry_max = int(settings.get("smpp.retry_max", 5))
+        self.retry_base = float(settings.get("smpp.retry_base", 2.0))
+        self.validity = float(settings.get("smpp.validity", 86400.0))
+
+    def enqueue(self, session: Session, *, kind: str, source: str, dest: str, text: str,
+                account: str | None = None, channel: str = "smpp", idempotency_key: str | None = None,
+                campaign_id: str | None = None, correlation: str | None = None,
+                not_before: float | None = None, validity_s: float | None = None,
+                extra: dict[str, Any] | None = None, message_id: str | None = None) -> OutboxMessage:
+        """Add one message; with an idempotency key already used, return the existing row instead."""
+        if len(text) > MAX_TEXT:
+            raise ValueError(f"message text longer than {MAX_TEXT} characters")
+        if idempotency_key is not None:
+            existing = session.scalar(select(OutboxMessage).where(OutboxMessage.idempotency_key == idempotency_key))
+            if existing is not None:
+                return existing
+        now = self.now()
+        row = OutboxMessage(
+            message_id=message_id or new_message_id(), idempotency_key=idempotency_key, kind=kind,
+            channel=channel, account=account, source=source, dest=dest, text=text, extra=extra,
+            state="queued", attempts=0, next_attempt_at=max(now, not_before or now),
+            expires_at=(not_before or now) + (validity_s if validity_s is not None else self.validity),
+            created_at=now, campaign_id=campaign_id, correlation=correlation,
+        )
+        if idempotency_key is None:
+            session.add(row)
+            return row
+        try:
+            with session.begin_nested():
+                session.add(row)
+        except IntegrityError:
+            # Another process enqueued the same key between our check and insert.
+            return session.scalar(select(OutboxMessage).where(OutboxMessage.idempotency_key == idempotency_key))
+        return row
+
+    def _due(self, channel: str, now: float):
+        return and_(
+            OutboxMessage.channel == channel,
+            or_(
+                and_(OutboxMessage.state == "queued", OutboxMessage.next_attempt_at <= now),
+                and_(OutboxMessage.state == "sending", OutboxMessage.lease_until < now),
+            ),
+        )
+
+    def claim(self, session: Session, *, channel: str, limit: int, owner: str, lease_s: float = 60.0,
+              accounts: Iterable[str] | None = None) -> list[OutboxMessage]:
+        """Take up to ``limit`` due messages for sending; with PostgreSQL, rows others hold are skipped."""
+        now = self.now()
+        query = (select(OutboxMessage).where(self._due(channel, now))
+                 .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit))
+        if accounts is not None:
+            query = query.where(OutboxMessage.account.in_(list(accounts)))
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        rows = list(session.scalars(query))
+        for row in rows:
+            row.state = "sending"
+            row.lease_owner = owner
+            row.lease_until = now + lease_s
+            row.attempts += 1
+        return rows
+
+    def mark_sent(self, session: Session, ids: Iterable[int], *, delivered: bool = False) -> None:
+        ids = list(ids)
+        if not ids:
+            return
+        now = self.now()
+        values: dict[str, Any] = {"state": "delivered" if delivered else "sent", "sent_at": now,
+                                  "lease_owner": None, "lease_until": None, "last_error": None}
+        if delivered:
+            values["done_at"] = now
+        session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids),
+                                                    OutboxMessage.state.not_in(FINAL_STATES)).values(**values),
+                        execution_options={"synchronize_session": False})
+
+    def mark_delivered(self, session: Session, message_ids: Iterable[str], *, ok: bool = True,
+                       error: str | None = None) -> int:
+        """Apply delivery receipts by message id; returns rows changed."""
+        message_ids = list(message_ids)
+        if not message_ids:
+            return 0
+        state = "delivered" if ok else "failed"
+        result = session.execute(
+            update(OutboxMessage).where(OutboxMessage.message_id.in_(message_ids),
+                                        OutboxMessage.state.not_in(FINAL_STATES))
+            .values(state=state, done_at=self.now(), last_error=error),
+            execution_options={"synchronize_session": False})
+        return result.rowcount or 0
+
+    def retry(self, session: Session, row_id: int, error: str, *, permanent: bool = False) -> str:
+        """A failed attempt: back off exponentially, or fail for good; returns the new state."""
+        row = session.get(OutboxMessage, row_id)
+        if row is None or row.state in FINAL_STATES:
+            return row.state if row else "missing"
+        now = self.now()
+        row.last_error = error[:200]
+        row.lease_owner = row.lease_until = None
+        if permanent or row.attempts >= self.retry_max:
+            row.state, row.done_at = "failed", now
+        elif now >= row.expires_at:
+            row.state, row.done_at = "expired", now
+        else:
+            row.state = "queued"
+            row.next_attempt_at = now + self.retry_base * (2 ** max(0, row.attempts - 1))
+        return row.state
+
+    def release(self, session: Session, ids: Iterable[int]) -> None:
+        """Give claimed messages back untried (no bind to send on, shutting down)."""
+        ids = list(ids)
+        if ids:
+            session.execute(
+                update(OutboxMessage).where(OutboxMessage.id.in_(ids), OutboxMessage.state == "sending")
+                .values(state="queued", lease_owner=None, lease_until=None,
+                        attempts=OutboxMessage.attempts - 1),
+                execution_options={"synchronize_session": False})
+
+    def expire_due(self, session: Session) -> int:
+        now = self.now()
+        result = session.execute(
+            update(OutboxMessage).where(OutboxMessage.state == "queued", OutboxMessage.expires_at <= now)
+            .values(state="expired", done_at=now), execution_options={"synchronize_session": False})
+        return result.rowcount or 0
+
+    def next_due(self, session: Session, channel: str) -> float | None:
+        return session.scalar(select(func.min(OutboxMessage.next_attempt_at))
+                              .where(OutboxMessage.channel == channel, OutboxMessage.state == "queued"))
+
+    @staticmethod
+    def depth_by_state(session: Session) -> dict[str, int]:
+        counts = dict.fromkeys(OUTBOX_STATES, 0)
+        for state, count in session.execute(select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state)):
+            counts[state] = count
+        return counts
+
+    @staticmethod
+    def oldest_queued_age(session: Session, now: float) -> float:
+        oldest = session.scalar(select(func.min(OutboxMessage.created_at)).where(OutboxMessage.state == "queued"))
+        return max(0.0, now - oldest) if oldest is not None else 0.0

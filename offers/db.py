@@ -1,0 +1,111 @@
+"""Storage: one SQLAlchemy declarative base, engine creation and schema migration.
+
+SQLite (WAL) is the default; a PostgreSQL URL (``postgresql+psycopg://...``)
+is accepted unchanged. Every table of every domain package hangs off
+:class:`Base`, so Alembic sees one metadata.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+DEFAULT_URL = "sqlite:///var/gateway.db"
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cur = dbapi_connection.cursor()
+    # WAL lets readers (HTTP, reports) run while the outbox writer commits;
+    # NORMAL sync is durable across process crashes in WAL mode.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def make_engine(url: str = DEFAULT_URL, **kwargs) -> Engine:
+    """Create an engine; for a SQLite file make sure its folder exists and turn WAL on."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault("connect_args", {"check_same_thread": False})
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on any error."""
+    with factory() as session, session.begin():
+        yield session
+
+
+def import_models() -> None:
+    """Import every module that declares tables so ``Base.metadata`` is complete."""
+    import importlib
+
+    for name in MODEL_MODULES:
+        importlib.import_module(name)
+
+
+# Every module that declares tables; Alembic and create_all import them all.
+MODEL_MODULES = (
+    "offers.models",
+    "notifier.models",
+)
+
+
+def alembic_config(url: str):
+    from alembic.config import Config
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = Config()
+    cfg.set_main_option("script_location", str(root / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision (creates it on an empty database)."""
+    from alembic import command
+
+    import_models()
+    cfg = alembic_config(str(engine.url.render_as_string(hide_password=False)))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def database_url_from_env(default: str = DEFAULT_URL) -> str:
+    return os.environ.get("GATEWAY_DB", default)

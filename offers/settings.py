@@ -1,0 +1,114 @@
+"""Service knobs: defaults, the fixtures' ``config.yaml`` and ``--set key=value`` overrides.
+
+Every knob has a type, a default, bounds and a one-line description; an
+unknown key or a bad value is an error that lists what is valid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Knob:
+    kind: type
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+KNOBS: dict[str, Knob] = {
+    "smpp.session_init": Knob(float, 30.0, "seconds a new connection may stay unbound", 0.01, 3600),
+    "smpp.enquire_link": Knob(float, 30.0, "idle seconds before the gateway pings the peer", 0.01, 3600),
+    "smpp.inactivity": Knob(float, 300.0, "seconds without any PDU before the session is closed", 0.01, 86400),
+    "smpp.response": Knob(float, 30.0, "seconds to wait for a response PDU", 0.01, 3600),
+    "smpp.window": Knob(int, 10, "outstanding requests per session (outbound window)", 1, 1000),
+    "smpp.max_pdu": Knob(int, 65536, "largest accepted command_length in bytes", 64, 1048576),
+    "smpp.reassembly_timeout": Knob(float, 60.0, "seconds to wait for the missing parts of a long MO", 1, 3600),
+    "smpp.retry_max": Knob(int, 5, "delivery attempts of an MT before it fails", 1, 100),
+    "smpp.retry_base": Knob(float, 2.0, "first retry delay in seconds (doubles each attempt)", 0.01, 3600),
+    "smpp.validity": Knob(float, 86400.0, "seconds an undelivered MT waits in the outbox before it expires",
+                          1, 30 * 86400),
+    "router.confirm_window_s": Knob(float, 600.0, "seconds a KT order waits for its Y", 1, 86400),
+    "router.shelf_prompt_window_s": Knob(float, 600.0, "seconds a lone digit refers to the last shelf", 1, 86400),
+    "router.max_sms_parts": Knob(int, 3, "parts the 200 shelf reply may use", 1, 10),
+    "shelf.top_k": Knob(int, 5, "offers on a shelf", 1, 20),
+    "shelf.refusal_days": Knob(int, 90, "days a refused offer stays off the shelf", 0, 3650),
+    "ivr.agents": Knob(int, 5, "simulated agents", 0, 10000),
+    "ivr.agent_aht_s": Knob(float, 180.0, "mean agent handling seconds (exponential)", 0.01, 86400),
+    "ivr.ring_ms": Knob(int, 0, "ringing before the IVR answers (ms)", 0, 60000),
+    "ivr.queue_busy_threshold": Knob(int, 3, "calls waiting at or above which the queue is busy", 0, 100000),
+    "ivr.busy_sms_ratio": Knob(float, 1.0, "share of busy/abandoned callers sent the guidance SMS", 0, 1),
+    "ivr.patience_s": Knob(float, 120.0, "mean simulated caller patience in the queue", 0.01, 86400),
+    "ivr.seed": Knob(int, 1, "random seed of the simulated agents", 0, 2**31),
+    "survey.sample_rate": Knob(float, 1.0, "share of agent calls followed by a survey", 0, 1),
+    "survey.min_call_s": Knob(float, 0.0, "minimum agent-call seconds for a survey", 0, 86400),
+    "survey.mode": Knob(str, "sms", "survey by 'sms' or by staying on the 'ivr'", choices=("sms", "ivr")),
+    "survey.expiry_s": Knob(float, 86400.0, "seconds a survey waits for its score", 1, 30 * 86400),
+    "outbox.rate": Knob(float, 2000.0, "MT messages per second the sender drains at most", 0.1, 100000),
+    "campaign.quiet_start": Knob(str, "21:00", "start of quiet hours (local time HH:MM)"),
+    "campaign.quiet_end": Knob(str, "08:00", "end of quiet hours (local time HH:MM)"),
+}
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def coerce(key: str, raw: Any) -> Any:
+    """Turn a raw value (text from ``--set`` or YAML) into the knob's type, or raise SettingsError."""
+    knob = KNOBS.get(key)
+    if knob is None:
+        raise SettingsError(f"unknown setting '{key}'; valid keys: {', '.join(sorted(KNOBS))}")
+    try:
+        if knob.kind is bool:
+            value: Any = raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes", "on")
+        elif knob.kind is int and isinstance(raw, float) and not raw.is_integer():
+            raise ValueError("not an integer")
+        else:
+            value = knob.kind(raw)
+    except (TypeError, ValueError):
+        raise SettingsError(f"setting '{key}' expects {knob.kind.__name__}, got {raw!r}") from None
+    if knob.low is not None and value < knob.low or knob.high is not None and value > knob.high:
+        raise SettingsError(f"setting '{key}'={value!r} is outside [{knob.low}, {knob.high}]")
+    if knob.choices and value not in knob.choices:
+        raise SettingsError(f"setting '{key}' must be one of {', '.join(knob.choices)}")
+    return value
+
+
+class Settings(Mapping[str, Any]):
+    """An immutable view: defaults, then fixture values, then command-line overrides."""
+
+    def __init__(self, *layers: Mapping[str, Any]):
+        values = {key: knob.default for key, knob in KNOBS.items()}
+        for layer in layers:
+            for key, raw in layer.items():
+                values[key] = coerce(key, raw)
+        self._values = values
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
+        return Settings(self._values, overrides)
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["ivr.agents=3", ...]`` -> ``{"ivr.agents": 3}``; raises SettingsError naming the bad pair."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SettingsError(f"--set expects key=value, got {pair!r}")
+        key, raw = pair.split("=", 1)
+        out[key.strip()] = coerce(key.strip(), raw.strip())
+    return out

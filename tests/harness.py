@@ -1,0 +1,80 @@
+"""Start the real gateway as a new user would, on free loopback ports, for integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+READY_TIMEOUT = 120.0
+
+
+@dataclass
+class RunningGateway:
+    proc: subprocess.Popen
+    ports: dict[str, int]
+    workdir: Path
+    db_url: str
+    log_path: Path
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    def url(self, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.ports['http']}{path}"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+def start_gateway(workdir: Path, *args: str, db_url: str | None = None, demo: bool = True,
+                  env: dict[str, str] | None = None) -> RunningGateway:
+    """Run ``run_gateway.py serve`` with every port 0 and wait for its JSON ready line."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    db_url = db_url or f"sqlite:///{workdir / 'gateway.db'}"
+    cmd = [sys.executable, str(ROOT / "run_gateway.py"), "serve", "--db", db_url, "--smpp-port", "0",
+           "--sip-port", "0", "--http-port", "0", "--smtp-in-port", "0", "--smtp-out-port", "0",
+           "--var-dir", str(workdir / "var")]
+    if demo:
+        cmd.append("--demo")
+    cmd.extend(args)
+    log_path = workdir / "gateway.log"
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    log_file = open(log_path, "wb")  # noqa: SIM115 - closed when the process is reaped
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log_file, env=full_env)
+    deadline = time.monotonic() + READY_TIMEOUT
+    buf = b""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if not ready:
+            continue
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        buf += chunk
+        for line in buf.splitlines():
+            if line.startswith(b"{") and b'"smpp"' in line:
+                ports = json.loads(line)
+                return RunningGateway(proc, ports, workdir, db_url, log_path, cmd)
+    proc.kill()
+    raise RuntimeError(f"gateway not ready within {READY_TIMEOUT}s:\n{log_path.read_text(errors='replace')}")

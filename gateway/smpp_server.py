@@ -289,7 +289,7 @@ class SMPPServerProtocol(protocol.Protocol):
         handler = getattr(self, f"_req_{name}", None)
         if handler is None:
             if name not in ("alert_notification", "outbind"):
-                self.session.respond(pdu, S.ESME_RINVCMDID)
+                self._respond(pdu, S.ESME_RINVCMDID)
             return
         handler(pdu)
 
@@ -317,7 +317,7 @@ class SMPPServerProtocol(protocol.Protocol):
         status = self._admission_status(account, source) if account else S.ESME_RINVBNDSTS
         if status:
             self.server.count_error(status)
-            self.session.respond(pdu, status)
+            self._respond(pdu, status)
             return
         ussd = self.server.ussd
         if ussd is not None and Tag.ussd_service_op in pdu.tlvs:
@@ -326,13 +326,13 @@ class SMPPServerProtocol(protocol.Protocol):
         try:
             text = self._text_of(pdu, source, dest)
         except TextError as exc:
-            self.session.respond(pdu, exc.command_status)
+            self._respond(pdu, exc.command_status)
             return
         message_id = new_message_id()
         registered = pdu.params.get("registered_delivery", 0) & 0x03
         if text is None:  # one part of a long MO: accepted, held until the rest arrives
             self.server.hold_part(self, source, dest, message_id, registered)
-            self.session.respond(pdu, 0, message_id=message_id)
+            self._respond(pdu, 0, message_id=message_id)
             self._flush()
             return
         self.server.accept_message(self, pdu, source, dest, text, message_id, registered)
@@ -357,12 +357,12 @@ class SMPPServerProtocol(protocol.Protocol):
         source = pdu.params.get("source_addr", "")
         status = self._admission_status(account, source) if account else S.ESME_RINVBNDSTS
         if status:
-            self.session.respond(pdu, status)
+            self._respond(pdu, status)
             return
         try:
             text = decode_message(pdu.params.get("data_coding", 0), pdu.message)
         except TextError as exc:
-            self.session.respond(pdu, exc.command_status)
+            self._respond(pdu, exc.command_status)
             return
         message_id = new_message_id()
         dests = [d.get("destination_addr") or d.get("dl_name", "") for d in pdu.params.get("dest_address", [])]
@@ -372,25 +372,30 @@ class SMPPServerProtocol(protocol.Protocol):
     def _req_query_sm(self, pdu) -> None:
         found = self.server.query(pdu.params.get("message_id", ""))
         if found is None:
-            self.session.respond(pdu, S.ESME_RQUERYFAIL)
+            self._respond(pdu, S.ESME_RQUERYFAIL)
         else:
-            self.session.respond(pdu, 0, message_id=pdu.params.get("message_id", ""), final_date="",
+            self._respond(pdu, 0, message_id=pdu.params.get("message_id", ""), final_date="",
                                  message_state=found, error_code=0)
 
     def _req_cancel_sm(self, pdu) -> None:
         ok = self.server.cancel(pdu.params.get("message_id", ""))
-        self.session.respond(pdu, 0 if ok else S.ESME_RCANCELFAIL)
+        self._respond(pdu, 0 if ok else S.ESME_RCANCELFAIL)
 
     def _req_replace_sm(self, pdu) -> None:
         ok = self.server.replace(pdu.params.get("message_id", ""), pdu.params)
-        self.session.respond(pdu, 0 if ok else S.ESME_RREPLACEFAIL)
+        self._respond(pdu, 0 if ok else S.ESME_RREPLACEFAIL)
+
+    def _respond(self, pdu, status: int = 0, **params: Any) -> None:
+        # A response may release an unbind_resp the session held back behind it: handle what it returns.
+        self._handle(self.session.respond(pdu, status, **params) or [])
 
     def respond_later(self, pdu, status: int, **params: Any) -> None:
         """Answer a request after asynchronous work (a commit); a no-op if the session closed."""
         if self.session is None or self._closing:
             return
-        self.session.respond(pdu, status, **params)
+        self._respond(pdu, status, **params)
         self._flush()
+        self._reschedule()
 
 
 class SMPPServerFactory(protocol.Factory):

@@ -1,19 +1,27 @@
 """Drain the outbox's ``smpp`` channel to bound RX/TRX sessions as deliver_sm.
 
-One pump per reactor turn claims due rows for the accounts that have room in
-some receiver's window, splits each text into SMS parts (UDH concatenation),
-sends them round-robin over the account's binds and records the outcome in
-one transaction per turn. A row is done when every part got
-``deliver_sm_resp`` OK; an error status or a timeout retries the whole row
-with exponential backoff (same message id), then fails or expires.
+Two ways in, one way out:
+
+- rows born claimed: the MO pipeline writes a reply already leased to this
+  sender when the account has a receiver bound, and hands it over after the
+  commit (no extra query on the hot path);
+- rows claimed from the table (``FOR UPDATE SKIP LOCKED`` on PostgreSQL):
+  retries, staggered campaign rows, replies that waited for a bind, rows whose
+  lease ran out because their process died.
+
+Each row is split into SMS parts (UDH concatenation) and sent round-robin over
+the account's binds, at most ``outbox.rate`` rows per second. A row is done
+when every part got ``deliver_sm_resp`` OK; an error status, a timeout or a
+lost connection retries the whole row with backoff (same message id). The
+outcomes of one reactor turn are written in one transaction.
 """
 
 from __future__ import annotations
 
 import itertools
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.logger import Logger
@@ -21,57 +29,80 @@ from twisted.logger import Logger
 from gateway.binds import BindRegistry
 from gateway.smpp.ratelimit import TokenBucket
 from gateway.smpp.text import split_message
-from notifier.models import OutboxMessage
 
 log = Logger(namespace="gateway.delivery")
 
 POLL_S = 1.0
 CLAIM_LEASE_S = 120.0
+MAX_READY = 20000  # rows held in memory waiting for window room; beyond, they stay queued in the table
 
 
-@dataclass
-class InFlight:
-    row_id: int
+@dataclass(slots=True)
+class OutRow:
+    """What the sender needs of an outbox row."""
+
     message_id: str
     kind: str
+    account: str | None
+    source: str
+    dest: str
+    text: str
+    extra: dict | None
+
+    @classmethod
+    def of(cls, row: Any) -> OutRow:
+        get = row.get if isinstance(row, dict) else lambda k: getattr(row, k)
+        return cls(get("message_id"), get("kind"), get("account"), get("source"), get("dest"), get("text"),
+                   get("extra"))
+
+
+@dataclass(slots=True)
+class InFlight:
+    row: OutRow
     parts_left: int
     failed: str | None = None
-    started: float = field(default_factory=time.monotonic)
 
 
 class SmppDeliverer:
     """Sends outbox rows of channel ``smpp`` to the ESMEs bound to this gateway."""
 
     def __init__(self, gateway: Any, registry: BindRegistry, owner: str,
-                 build_parts: Callable[[OutboxMessage, int], list[dict]] | None = None):
+                 build_parts: Callable[[OutRow, int], list[dict]] | None = None):
         self.gateway = gateway
         self.registry = registry
         self.owner = owner
         self.build_parts = build_parts or default_parts
-        self.bucket = TokenBucket(rate=float(gateway.settings["outbox.rate"]),
-                                  burst=max(10.0, float(gateway.settings["outbox.rate"]) / 10), now=gateway.now)
+        rate = float(gateway.settings["outbox.rate"])
+        self.bucket = TokenBucket(rate=rate, burst=max(10.0, rate / 10), now=gateway.now)
         self._refs = itertools.count(1)
         self._pump_call = None
         self._poll_call = None
-        self._done: list[int] = []
-        self._failed: list[tuple[int, str, bool]] = []
         self._record_call = None
-        self.in_flight: dict[int, InFlight] = {}
+        self._done: list[str] = []
+        self._failed: list[tuple[str, str, bool]] = []
+        self.ready: deque[OutRow] = deque()
+        self.in_flight: dict[str, InFlight] = {}
         self.running = False
         self.sent_listeners: list[Callable[[int], None]] = []
         self.stats = {"sent_rows": 0, "sent_parts": 0, "errors": 0}
 
-    # --- lifecycle --------------------------------------------------------------------------
+    # --- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
         self.running = True
         self._poll()
 
     def stop(self) -> None:
+        """Stop sending; rows held in memory go back to the table untried."""
         self.running = False
         for call in (self._pump_call, self._poll_call, self._record_call):
             if call is not None and call.active():
                 call.cancel()
+        held = [row.message_id for row in self.ready]
+        self.ready.clear()
+        if held:
+            with self.gateway.db() as session, session.begin():
+                self.gateway.outbox.release(session, held)
         self._record()
 
     def poke(self, *_: Any) -> None:
@@ -85,53 +116,87 @@ class SmppDeliverer:
         if self.running:
             self._poll_call = self.gateway.reactor.callLater(POLL_S, self._poll)
 
-    # --- sending ------------------------------------------------------------------------------
+    # --- the hot path: rows born claimed ------------------------------------------------------------
+
+    def lease_owner_for(self, account: str | None) -> str | None:
+        """The owner to write into a new row when this sender will send it at once (a receiver is bound)."""
+        if self.running and account is not None and len(self.ready) < MAX_READY \
+                and self.registry.receivers(account):
+            return self.owner
+        return None
+
+    def take(self, rows: Iterable[Any]) -> None:
+        """Committed rows; those leased to us are queued in memory and sent as room allows."""
+        for row in rows:
+            owner = row.get("lease_owner") if isinstance(row, dict) else getattr(row, "lease_owner", None)
+            if owner == self.owner:
+                self.ready.append(OutRow.of(row))
+        self.poke()
+
+    # --- sending ------------------------------------------------------------------------------------
 
     def _pump(self) -> None:
         self._pump_call = None
+        self._send_ready()
+        room = self._room()
+        if room > 0 and not self.ready:
+            self._claim(room)
+            self._send_ready()
+        if self.ready and self._room() <= 0 and self.bucket.tokens < 1:
+            wait = max(0.001, (1 - self.bucket.tokens) / self.bucket.rate)
+            self._pump_call = self.gateway.reactor.callLater(wait, self._pump)
+
+    def _room(self) -> int:
+        accounts = self.registry.accounts_with_receivers()
+        return min(sum(self.registry.capacity(a) for a in accounts), int(self.bucket.tokens))
+
+    def _send_ready(self) -> None:
+        self._release_unbound()
+        while self.ready and self.bucket.tokens >= 1:
+            receiver = self.registry.next_receiver(self.ready[0].account)
+            if receiver is None:  # every window of that account is full: responses will poke us
+                break
+            self._send_row(self.ready.popleft(), receiver)
+
+    def _release_unbound(self) -> None:
+        """Rows whose account has no receiver left go back to the table for whoever binds next."""
+        if not self.ready:
+            return
+        orphans = [r for r in self.ready if not self.registry.receivers(r.account)]
+        if not orphans:
+            return
+        ids = {r.message_id for r in orphans}
+        self.ready = deque(r for r in self.ready if r.message_id not in ids)
+        with self.gateway.db() as session, session.begin():
+            self.gateway.outbox.release(session, ids)
+
+    def _claim(self, room: int) -> None:
         accounts = [a for a in self.registry.accounts_with_receivers() if self.registry.capacity(a) > 0]
         if not accounts:
-            return
-        room = sum(self.registry.capacity(a) for a in accounts)
-        room = min(room, max(1, int(self.bucket.available())))
-        if room <= 0:
-            self._pump_call = self.gateway.reactor.callLater(0.01, self._pump)
             return
         gw = self.gateway
         with gw.db() as session, session.begin():
             rows = gw.outbox.claim(session, channel="smpp", limit=room, owner=self.owner,
                                    lease_s=CLAIM_LEASE_S, accounts=accounts)
-            session.expunge_all()
-        for row in rows:
-            if not self._send_row(row):
-                self._release(row)
+            self.ready.extend(OutRow.of(row) for row in rows)
 
-    def _send_row(self, row: OutboxMessage) -> bool:
-        receiver = self.registry.next_receiver(row.account)
-        if receiver is None:
-            return False
+    def _send_row(self, row: OutRow, receiver: Any) -> None:
         try:
             parts = self.build_parts(row, next(self._refs) % 256)
         except ValueError as exc:
-            self._failed.append((row.id, f"cannot encode: {exc}", True))
+            self._failed.append((row.message_id, f"cannot encode: {exc}", True))
             self._schedule_record()
-            return True
-        if receiver.send_capacity() < 1:
-            return False
+            return
         self.bucket.try_take(1)
-        flight = InFlight(row.id, row.message_id, row.kind, len(parts))
-        self.in_flight[row.id] = flight
+        flight = InFlight(row, len(parts))
+        self.in_flight[row.message_id] = flight
         for params in parts:
             target = receiver if receiver.send_capacity() > 0 else self.registry.next_receiver(row.account)
             if target is None:
                 self._part_result(flight, "no bind with window room")
                 continue
+            self.stats["sent_parts"] += 1
             target.send_deliver_sm(params, lambda status, f=flight: self._part_result(f, status))
-        return True
-
-    def _release(self, row: OutboxMessage) -> None:
-        with self.gateway.db() as session, session.begin():
-            self.gateway.outbox.release(session, [row.id])
 
     def _part_result(self, flight: InFlight, status: int | str | None) -> None:
         if status != 0:
@@ -140,17 +205,17 @@ class SmppDeliverer:
         flight.parts_left -= 1
         if flight.parts_left > 0:
             return
-        self.in_flight.pop(flight.row_id, None)
+        self.in_flight.pop(flight.row.message_id, None)
         if flight.failed is None:
-            self._done.append(flight.row_id)
+            self._done.append(flight.row.message_id)
             self.stats["sent_rows"] += 1
         else:
-            self._failed.append((flight.row_id, flight.failed, False))
+            self._failed.append((flight.row.message_id, flight.failed, False))
             self.stats["errors"] += 1
         self._schedule_record()
         self.poke()
 
-    # --- recording outcomes --------------------------------------------------------------------
+    # --- recording outcomes ---------------------------------------------------------------------------
 
     def _schedule_record(self) -> None:
         if self._record_call is None or not self._record_call.active():
@@ -165,15 +230,15 @@ class SmppDeliverer:
         with gw.db() as session, session.begin():
             # The ESME is the last hop in server mode: its deliver_sm_resp means delivered.
             gw.outbox.mark_sent(session, done, delivered=True)
-            for row_id, error, permanent in failed:
-                state = gw.outbox.retry(session, row_id, error, permanent=permanent)
-                log.warn("outbox row {row} not delivered ({error}); now {state}", row=row_id, error=error,
-                         state=state)
+            for message_id, error, permanent in failed:
+                state = gw.outbox.retry(session, message_id, error, permanent=permanent)
+                log.warn("outbox message {mid} not delivered ({error}); now {state}", mid=message_id,
+                         error=error, state=state)
         for listener in self.sent_listeners:
             listener(len(done))
 
 
-def default_parts(row: OutboxMessage, ref: int) -> list[dict]:
+def default_parts(row: OutRow, ref: int) -> list[dict]:
     """deliver_sm parameters for one outbox row: a receipt, or the text split into parts."""
     if row.kind == "receipt":
         return [receipt_params(row)]
@@ -185,12 +250,11 @@ def default_parts(row: OutboxMessage, ref: int) -> list[dict]:
     } for part in parts]
 
 
-def receipt_params(row: OutboxMessage) -> dict:
+def receipt_params(row: OutRow) -> dict:
     extra = row.extra or {}
-    text = extra.get("text", "")
     return {
         "service_type": "", "source_addr_ton": 0, "source_addr_npi": 1, "source_addr": row.source,
         "dest_addr_ton": 1, "dest_addr_npi": 1, "destination_addr": row.dest, "esm_class": 0x04,
-        "data_coding": 0, "short_message": text.encode("ascii", "replace"),
+        "data_coding": 0, "short_message": extra.get("text", "").encode("ascii", "replace"),
         "receipted_message_id": extra.get("id", ""), "message_state": int(extra.get("state", 2)),
     }

@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import insert
 from twisted.logger import Logger
 
-from notifier.models import MessageLog, OutboxMessage
+from notifier.models import MessageLog
 from offers.router import Inbound, Reply
 
 log = Logger(namespace="gateway.pipeline")
@@ -41,7 +42,9 @@ class MOPipeline:
         self.gateway = gateway
         self.pending: list[Accepted] = []
         self._scheduled = None
-        self.committed_listeners: list[Callable[[list[OutboxMessage]], None]] = []
+        self.committed_listeners: list[Callable[[list[dict[str, Any]]], None]] = []
+        # (account, channel) -> lease owner to write into new rows a sender will take at once, or None
+        self.lease_owner: Callable[[str | None, str], str | None] | None = None
         self.routed_listeners: list[Callable[[Accepted, Reply], None]] = []
         self.stats = {"mo": 0, "replies": 0, "errors": 0, "batches": 0}
 
@@ -87,26 +90,34 @@ class MOPipeline:
     def _route_batch(self, batch: list[Accepted]):
         gw = self.gateway
         now = gw.now()
-        results, rows = [], []
+        results, logs, rows = [], [], []
         with gw.db() as session, session.begin():
             for item in batch:
                 msg = item.inbound
                 reply = gw.router.handle(session, msg, now) if item.route else UNROUTED
-                session.add(MessageLog(direction="MO" if item.route else "MT", channel=msg.channel,
-                                       account=msg.account, source=msg.sender, dest=msg.service,
-                                       text=msg.text[:2000], message_id=item.message_id, at=now,
-                                       action=reply.action))
-                for receipt in [*item.part_receipts, *([item.receipt] if item.receipt else [])]:
-                    rows.append(gw.outbox.enqueue(
-                        session, kind="receipt", source=msg.service, dest=msg.sender, text="",
-                        account=item.reply_account, channel="smpp", correlation=item.message_id,
-                        idempotency_key=f"dlr:{receipt['id']}", extra=receipt))
-                if reply.text and item.reply_account is not None:
-                    rows.append(gw.outbox.enqueue(
-                        session, kind="reply", source=reply.source, dest=msg.sender, text=reply.text,
-                        account=item.reply_account, channel=item.reply_channel, correlation=item.message_id,
-                        idempotency_key=f"reply:{item.message_id}"))
-                    self.stats["replies"] += 1
+                logs.append({"direction": "MO" if item.route else "MT", "channel": msg.channel,
+                             "account": msg.account, "source": msg.sender, "dest": msg.service,
+                             "text": msg.text[:2000], "message_id": item.message_id, "at": now,
+                             "action": reply.action})
+                rows.extend(self._outbound(item, reply))
                 self.stats["mo"] += 1
                 results.append((item, reply, None))
+            session.execute(insert(MessageLog), logs)
+            gw.outbox.insert_many(session, rows)
         return results, rows
+
+    def _outbound(self, item: Accepted, reply: Reply) -> list[dict[str, Any]]:
+        """Receipts and the reply of one message, born leased when a sender will take them at once."""
+        gw, msg = self.gateway, item.inbound
+        owner = self.lease_owner(item.reply_account, item.reply_channel) if self.lease_owner else None
+        rows = [gw.outbox.values(kind="receipt", source=msg.service, dest=msg.sender, text="",
+                                 account=item.reply_account, channel="smpp", correlation=item.message_id,
+                                 extra=receipt, lease_owner=owner)
+                for receipt in [*item.part_receipts, *([item.receipt] if item.receipt else [])]]
+        if reply.text and item.reply_account is not None:
+            rows.append(gw.outbox.values(kind="reply", source=reply.source, dest=msg.sender, text=reply.text,
+                                         account=item.reply_account, channel=item.reply_channel,
+                                         correlation=item.message_id,
+                                         lease_owner=owner if item.reply_channel == "smpp" else None))
+            self.stats["replies"] += 1
+        return rows

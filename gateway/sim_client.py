@@ -9,7 +9,6 @@ smpplib quirks handled here, never by bending the server:
 
 from __future__ import annotations
 
-import socket
 import time
 import warnings
 from typing import Any
@@ -123,7 +122,7 @@ class SimulatorClient:
             self.client._socket.settimeout(max(0.01, limit - now))
             try:
                 self.client.read_once(auto_send_enquire_link=False)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except smpplib.exceptions.ConnectionError as exc:
                 raise SimulatorError(f"connection lost: {exc}") from None
@@ -170,7 +169,7 @@ class SimulatorClient:
             self.client._socket.settimeout(max(0.01, deadline - time.monotonic()))
             try:
                 self.client.read_once(auto_send_enquire_link=False)
-            except socket.timeout:
+            except TimeoutError:
                 break
         raise SimulatorError("no USSD screen came back")
 

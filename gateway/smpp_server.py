@@ -421,7 +421,9 @@ class SMPPServerService(service.Service):
         self.held_parts: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
         owner = f"smpp-{id(self):x}-{int(time.time())}"
         self.deliverer = SmppDeliverer(gateway, self.registry, owner)
-        self.pipeline.committed_listeners.append(self.deliverer.poke)
+        self.pipeline.committed_listeners.append(self.deliverer.take)
+        self.pipeline.lease_owner = lambda account, channel: (
+            self.deliverer.lease_owner_for(account) if channel == "smpp" else None)
         self.ussd = None  # a USSD handler plugs in here (gateway.ussd)
         self.pdu_counter: Callable[[str, str, int], None] | None = None
         self.error_counter: Callable[[int], None] | None = None

@@ -33,7 +33,7 @@ class ListeningService(service.Service):
 
 def build_surfaces(gateway, args, reactor, top: service.MultiService, smpp) -> dict[str, Any]:
     ports: dict[str, Any] = {}
-    ports["http"] = _http(gateway, args, reactor, top, smpp)
+    pass
     return ports
 
 

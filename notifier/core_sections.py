@@ -100,6 +100,8 @@ TOKEN_FIELDS = {"name": (str, True), "token_sha256": (str, True), "scopes": (lis
 
 
 def parse_tokens(doc: Doc | None, _parsed: Parsed) -> tuple[list[dict], list[Problem]]:
+    if doc is None:
+        return [], []
     items, problems = require_list(doc, "tokens")
     if items is None:
         return [], problems

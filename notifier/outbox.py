@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,27 +38,46 @@ class Outbox:
         self.retry_base = float(settings.get("smpp.retry_base", 2.0))
         self.validity = float(settings.get("smpp.validity", 86400.0))
 
-    def enqueue(self, session: Session, *, kind: str, source: str, dest: str, text: str,
-                account: str | None = None, channel: str = "smpp", idempotency_key: str | None = None,
-                campaign_id: str | None = None, correlation: str | None = None,
-                not_before: float | None = None, validity_s: float | None = None,
-                extra: dict[str, Any] | None = None, message_id: str | None = None) -> OutboxMessage:
-        """Add one message; with an idempotency key already used, return the existing row instead."""
+    def values(self, *, kind: str, source: str, dest: str, text: str, account: str | None = None,
+               channel: str = "smpp", idempotency_key: str | None = None, campaign_id: str | None = None,
+               correlation: str | None = None, not_before: float | None = None, validity_s: float | None = None,
+               extra: dict[str, Any] | None = None, message_id: str | None = None,
+               lease_owner: str | None = None, lease_s: float = 120.0) -> dict[str, Any]:
+        """The column values of one new row; with ``lease_owner`` it is born claimed by that sender."""
         if len(text) > MAX_TEXT:
             raise ValueError(f"message text longer than {MAX_TEXT} characters")
-        if idempotency_key is not None:
-            existing = session.scalar(select(OutboxMessage).where(OutboxMessage.idempotency_key == idempotency_key))
+        now = self.now()
+        start = max(now, not_before or now)
+        return {
+            "message_id": message_id or new_message_id(), "idempotency_key": idempotency_key, "kind": kind,
+            "channel": channel, "account": account, "source": source, "dest": dest, "text": text, "extra": extra,
+            "state": "sending" if lease_owner else "queued", "attempts": 1 if lease_owner else 0,
+            "next_attempt_at": start,
+            "expires_at": start + (validity_s if validity_s is not None else self.validity),
+            "created_at": now, "campaign_id": campaign_id, "correlation": correlation,
+            "lease_owner": lease_owner, "lease_until": now + lease_s if lease_owner else None,
+            "sent_at": None, "done_at": None, "last_error": None,
+        }
+
+    @staticmethod
+    def insert_many(session: Session, rows: list[dict[str, Any]]) -> None:
+        """Write many new rows in one statement (rows from :meth:`values`, without idempotency keys)."""
+        if rows:
+            session.execute(insert(OutboxMessage), rows)
+
+    def enqueue(self, session: Session, **fields: Any) -> OutboxMessage:
+        """Add one message; with an idempotency key already used, return the existing row instead.
+
+        Takes the keyword arguments of :meth:`values`.
+        """
+        row_values = self.values(**fields)
+        key = row_values["idempotency_key"]
+        if key is not None:
+            existing = session.scalar(select(OutboxMessage).where(OutboxMessage.idempotency_key == key))
             if existing is not None:
                 return existing
-        now = self.now()
-        row = OutboxMessage(
-            message_id=message_id or new_message_id(), idempotency_key=idempotency_key, kind=kind,
-            channel=channel, account=account, source=source, dest=dest, text=text, extra=extra,
-            state="queued", attempts=0, next_attempt_at=max(now, not_before or now),
-            expires_at=(not_before or now) + (validity_s if validity_s is not None else self.validity),
-            created_at=now, campaign_id=campaign_id, correlation=correlation,
-        )
-        if idempotency_key is None:
+        row = OutboxMessage(**row_values)
+        if key is None:
             session.add(row)
             return row
         try:
@@ -66,7 +85,7 @@ class Outbox:
                 session.add(row)
         except IntegrityError:
             # Another process enqueued the same key between our check and insert.
-            return session.scalar(select(OutboxMessage).where(OutboxMessage.idempotency_key == idempotency_key))
+            return session.scalar(select(OutboxMessage).where(OutboxMessage.idempotency_key == key))
         return row
 
     def _due(self, channel: str, now: float):
@@ -96,16 +115,17 @@ class Outbox:
             row.attempts += 1
         return rows
 
-    def mark_sent(self, session: Session, ids: Iterable[int], *, delivered: bool = False) -> None:
-        ids = list(ids)
-        if not ids:
+    def mark_sent(self, session: Session, message_ids: Iterable[str], *, delivered: bool = False) -> None:
+        """The peer acknowledged these messages (by message id); ``delivered`` when it is the last hop."""
+        message_ids = list(message_ids)
+        if not message_ids:
             return
         now = self.now()
         values: dict[str, Any] = {"state": "delivered" if delivered else "sent", "sent_at": now,
                                   "lease_owner": None, "lease_until": None, "last_error": None}
         if delivered:
             values["done_at"] = now
-        session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids),
+        session.execute(update(OutboxMessage).where(OutboxMessage.message_id.in_(message_ids),
                                                     OutboxMessage.state.not_in(FINAL_STATES)).values(**values),
                         execution_options={"synchronize_session": False})
 
@@ -123,9 +143,9 @@ class Outbox:
             execution_options={"synchronize_session": False})
         return result.rowcount or 0
 
-    def retry(self, session: Session, row_id: int, error: str, *, permanent: bool = False) -> str:
+    def retry(self, session: Session, message_id: str, error: str, *, permanent: bool = False) -> str:
         """A failed attempt: back off exponentially, or fail for good; returns the new state."""
-        row = session.get(OutboxMessage, row_id)
+        row = session.scalar(select(OutboxMessage).where(OutboxMessage.message_id == message_id))
         if row is None or row.state in FINAL_STATES:
             return row.state if row else "missing"
         now = self.now()
@@ -140,12 +160,13 @@ class Outbox:
             row.next_attempt_at = now + self.retry_base * (2 ** max(0, row.attempts - 1))
         return row.state
 
-    def release(self, session: Session, ids: Iterable[int]) -> None:
+    def release(self, session: Session, message_ids: Iterable[str]) -> None:
         """Give claimed messages back untried (no bind to send on, shutting down)."""
-        ids = list(ids)
-        if ids:
+        message_ids = list(message_ids)
+        if message_ids:
             session.execute(
-                update(OutboxMessage).where(OutboxMessage.id.in_(ids), OutboxMessage.state == "sending")
+                update(OutboxMessage).where(OutboxMessage.message_id.in_(message_ids),
+                                            OutboxMessage.state == "sending")
                 .values(state="queued", lease_owner=None, lease_until=None,
                         attempts=OutboxMessage.attempts - 1),
                 execution_options={"synchronize_session": False})

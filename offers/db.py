@@ -83,6 +83,7 @@ def import_models() -> None:
 MODEL_MODULES = (
     "offers.models",
     "notifier.models",
+    "notifier.campaign_models",
 )
 
 

@@ -75,12 +75,17 @@ def _path_text(path: tuple) -> str:
     return out
 
 
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:omap")
+
+
 class _LineLoader(yaml.SafeLoader):
     """SafeLoader (no Python object tags) that remembers where each node starts."""
 
 
 def _construct(node: yaml.Node, path: tuple, lines: dict[tuple, int], loader: _LineLoader) -> Any:
     lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
+        raise yaml.constructor.ConstructorError(None, None, f"tag {node.tag!r} is not allowed", node.start_mark)
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)
         out: dict[Any, Any] = {}
@@ -110,7 +115,10 @@ def parse_text(name: str, text: str) -> tuple[Doc | None, list[Problem]]:
         except json.JSONDecodeError as exc:
             return None, [Problem(name, exc.lineno, f"invalid JSON: {exc.msg}")]
         return Doc(name, data, {(): 1}), []
-    loader = _LineLoader(text)
+    try:
+        loader = _LineLoader(text)
+    except yaml.YAMLError as exc:
+        return None, [Problem(name, None, f"invalid YAML: {exc}")]
     try:
         node = loader.get_single_node()
         if node is None:

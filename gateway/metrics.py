@@ -1,0 +1,73 @@
+"""Every Prometheus metric of the gateway (names start with ``gateway_``), in one registry per gateway.
+
+Transports and domain adapters increment these objects; gauges that mirror
+the database (outbox depth, oldest queued age) are refreshed on each scrape by
+:func:`refresh_from_db`. One :class:`GatewayMetrics` owns its own
+``CollectorRegistry`` so tests can run several gateways in one process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from notifier.models import OUTBOX_STATES
+from notifier.outbox import Outbox
+
+__all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics", "refresh_from_db"]
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class GatewayMetrics:
+    """The metric objects; label names are part of the contract with whoever increments them."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.pdus = Counter("gateway_smpp_pdus", "SMPP PDUs by command, command_status and direction (in/out)",
+                            ["command", "status", "direction"], registry=r)
+        self.binds = Gauge("gateway_smpp_binds", "SMPP sessions bound now, by account and bind type (tx/rx/trx)",
+                           ["account", "bind_type"], registry=r)
+        self.bind_attempts = Counter("gateway_smpp_bind_attempts", "bind requests by account, type and result "
+                                     "(ok or the error name)", ["account", "bind_type", "result"], registry=r)
+        self.upstream_bound = Gauge("gateway_upstream_bound", "1 while the upstream SMSC bind is up", registry=r)
+        self.outbox_depth = Gauge("gateway_outbox_depth", "outbox rows by state", ["state"], registry=r)
+        self.outbox_oldest_age = Gauge("gateway_outbox_oldest_queued_age_seconds",
+                                       "age of the oldest queued outbox row", registry=r)
+        self.router_latency = Histogram("gateway_router_latency_seconds", "time to route one MO to its reply",
+                                        ["channel"], buckets=LATENCY_BUCKETS, registry=r)
+        self.sip_calls = Counter("gateway_sip_calls", "SIP-lite calls ended, by outcome "
+                                 "(completed, abandoned, cancelled, rejected, timeout)", ["outcome"], registry=r)
+        self.queue_length = Gauge("gateway_ivr_queue_length", "calls waiting for an agent", registry=r)
+        self.agents_busy = Gauge("gateway_ivr_agents_busy", "simulated agents on a call", registry=r)
+        self.busy_sms = Counter("gateway_busy_hour_sms", "busy-hour guidance SMS sent, by reason "
+                                "(over_threshold, abandon)", ["reason"], registry=r)
+        self.survey_responses = Counter("gateway_survey_responses", "survey scores received", ["score"], registry=r)
+        self.campaign_sends = Counter("gateway_campaign_sends", "campaign messages by campaign and result "
+                                      "(queued, excluded, sent, failed)", ["campaign", "result"], registry=r)
+        self.errors = Counter("gateway_errors", "errors by component (smpp, sip, router, outbox, http, ...)",
+                              ["component"], registry=r)
+        self.sms_in = Counter("gateway_sms_in", "MO messages accepted, by channel", ["channel"], registry=r)
+        self.sms_out = Counter("gateway_sms_out", "MT messages handed to a wire, by channel", ["channel"], registry=r)
+        self.http_requests = Counter("gateway_http_requests", "HTTP ops API requests by method, route and status",
+                                     ["method", "route", "status"], registry=r)
+        self.fixture_version = Gauge("gateway_fixture_version", "version of the fixture snapshot served",
+                                     registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def refresh_from_db(metrics: GatewayMetrics, gateway: Any) -> None:
+    """Set the gauges that mirror the database; one grouped query plus one MIN, both bounded by indexes."""
+    with gateway.db() as session:
+        depth = Outbox.depth_by_state(session)
+        oldest = Outbox.oldest_queued_age(session, gateway.now())
+    for state in OUTBOX_STATES:
+        metrics.outbox_depth.labels(state=state).set(depth.get(state, 0))
+    metrics.outbox_oldest_age.set(oldest)
+    snapshot = getattr(gateway, "snapshot", None)
+    if snapshot is not None:
+        metrics.fixture_version.set(snapshot.version)

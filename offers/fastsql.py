@@ -1,0 +1,70 @@
+"""Hot-path statements on the session's own DBAPI connection (same transaction, no SQL compilation).
+
+The "200" path runs a handful of fixed statements per message; through the
+SQLAlchemy expression layer each costs more Python than the database takes to
+answer. These are plain SQL that SQLite and PostgreSQL both accept, written
+with ``?`` placeholders and converted for psycopg's ``%s``.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+
+@lru_cache(maxsize=64)
+def _sql(statement: str, paramstyle: str) -> str:
+    return statement.replace("?", "%s") if paramstyle in ("format", "pyformat") else statement
+
+
+def _cursor(session: Session):
+    conn = session.connection()
+    raw = conn.connection.dbapi_connection
+    return raw.cursor(), conn.dialect.paramstyle
+
+
+def rows(session: Session, statement: str, params: tuple) -> tuple[list[str], list[tuple]]:
+    cur, style = _cursor(session)
+    try:
+        cur.execute(_sql(statement, style), params)
+        names = [d[0] for d in cur.description] if cur.description else []
+        return names, cur.fetchall()
+    finally:
+        cur.close()
+
+
+def execute(session: Session, statement: str, params: tuple) -> None:
+    cur, style = _cursor(session)
+    try:
+        cur.execute(_sql(statement, style), params)
+    finally:
+        cur.close()
+
+
+def subscriber_inputs(session: Session, msisdn: str, since: float) -> tuple[dict[str, Any] | None, set[str],
+                                                                           dict[str, float]]:
+    """The subscriber's row (as a mapping), active subscription codes and last refusals since ``since``."""
+    names, found = rows(session, "SELECT * FROM subscribers WHERE msisdn = ?", (msisdn,))
+    if not found:
+        return None, set(), {}
+    row = dict(zip(names, found[0], strict=True))
+    for key, value in row.items():
+        # JSON columns come back as text from the raw driver on SQLite
+        if isinstance(value, str) and value[:1] in "[{" and key.endswith(("history", "json")):
+            row[key] = json.loads(value)
+    _, mixed = rows(session,
+                    "SELECT 'a', offer_code, 0.0 FROM subscriptions WHERE msisdn = ? AND cancelled_at IS NULL "
+                    "UNION ALL SELECT 'r', offer_code, MAX(at) FROM refusals WHERE msisdn = ? AND at >= ? "
+                    "GROUP BY offer_code", (msisdn, msisdn, since))
+    active = {code for kind, code, _ in mixed if kind == "a"}
+    refused = {code: at for kind, code, at in mixed if kind == "r"}
+    return row, active, refused
+
+
+def remember_shelf(session: Session, msisdn: str, codes: list[str], now: float) -> None:
+    execute(session, "INSERT INTO shelf_views (msisdn, codes, at) VALUES (?, ?, ?) "
+                     "ON CONFLICT (msisdn) DO UPDATE SET codes = excluded.codes, at = excluded.at",
+            (msisdn, json.dumps(codes), now))

@@ -1,0 +1,368 @@
+"""The one command router for every channel (SMS, USSD, email, HTTP, IVR).
+
+A transport hands an :class:`Inbound` to :meth:`Router.handle` with the caller's
+session and the clock's time, and gets a :class:`Reply` back (``text`` "" means no
+reply). Keywords and reply texts are fixture data (keywords.yaml, replies.yaml),
+matched case- and width-insensitively. The router never commits: the caller's
+unit of work decides, so the MO, its effects and its reply commit together.
+
+Actions (DESIGN.md, "SMS commands"): ``shelf`` (200), ``order`` (KT<code>, or a lone
+digit after a shelf) -> second confirmation, ``confirm`` (Y), ``list`` (0000),
+``cancel`` (QX<code>), ``balance`` (CXYE), ``usage`` (CXLL), ``opt_out`` (TD, T, N, R,
+退订), ``opt_in`` (KTYX), ``refuse`` (BX<code>), ``help``. A lone digit answers the
+newest open prompt: the last shelf (within ``router.shelf_prompt_window_s``) or a
+prompt another domain registered (a survey), whichever was sent last.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
+
+from offers import fastsql, schema
+from offers.catalog import CatalogOffer, OffersCatalog, normalize
+from offers.models import PendingOrder, Refusal, ShelfView, Subscriber, Subscription
+from offers.settings import KNOBS
+from offers.shelf import build_shelf, default_fits, fit_reply, load_inputs, reply_vars
+from offers.templates import TemplateRenderError
+
+log = logging.getLogger(__name__)
+
+SERVICE_NUMBER = "10086"
+MAX_TEXT = 1600
+_DIGIT = re.compile(r"^[0-9]$")
+
+BASE_VARS = ("msisdn", "name", "brand_name")
+REPLY_VARS: dict[str, tuple[str, ...]] = {
+    "shelf": ("offers",),  # offers: [{rank, code, name, price, order}]
+    "shelf_empty": (),
+    "confirm_prompt": ("offer", "window_min"),  # offer: {code, name, price, order, confirm_text, validity_days}
+    "order_done": ("offer",),
+    "order_already": ("offer",),
+    "order_unknown": ("code",),
+    "order_unavailable": ("offer", "reason"),
+    "order_excluded": ("offer", "other"),  # other: the active offer of the same group
+    "confirm_none": (),
+    "confirm_expired": ("offer",),
+    "list": ("subscriptions",),  # subscriptions: [{code, name, price, cancel}]
+    "list_empty": (),
+    "cancel_done": ("offer",),
+    "cancel_unknown": ("code",),
+    "balance": ("balance",),
+    "usage": ("used_mb", "allowance_mb", "left_mb", "used", "allowance", "left", "ratio"),
+    "opt_out_done": (),
+    "opt_in_done": (),
+    "refuse_done": ("offer",),
+    "digit_out_of_range": ("digit", "count"),
+    "help": (),
+    "not_subscriber": (),
+}
+"""Every reply template replies.yaml must define, with the variables it may use (plus BASE_VARS)."""
+
+
+@dataclass(frozen=True)
+class Inbound:
+    channel: str  # sms, ussd, email, http, ivr
+    sender: str  # the subscriber's MSISDN
+    service: str  # the number / address it was sent to
+    text: str
+    account: str | None = None  # the ESME system_id that sent it, for routing the reply
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str  # "" means no reply
+    action: str
+    source: str = SERVICE_NUMBER
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    kind: str
+    find_open: Callable[[Session, str, float], Any]
+    answer: Callable[..., Reply]
+
+
+class Router:
+    def __init__(self, catalog: Callable[[], OffersCatalog], settings: Mapping[str, Any],
+                 fits: Callable[[str, int], bool] = default_fits):
+        """``catalog()`` returns the current snapshot; ``fits(text, parts)`` says whether a text fits
+        that many SMS parts in its encoding (the transport knows GSM-7 vs UCS2)."""
+        self._catalog = catalog
+        self._settings = settings
+        self._fits = fits
+        self._prompts: list[_Prompt] = []
+
+    def _knob(self, key: str) -> Any:
+        return self._settings.get(key, KNOBS[key].default)
+
+    def register_prompt(self, kind: str, find_open: Callable[[Session, str, float], Any],
+                        answer: Callable[..., Reply]) -> None:
+        """Let another domain answer lone digits.
+
+        ``find_open(session, msisdn, now)`` returns None when nothing of this kind is open for the
+        number, else ``(sent_at, prompt)``; ``answer(session, msg, prompt, now) -> Reply`` is called
+        when that prompt is the newest open one.
+        """
+        self._prompts.append(_Prompt(kind, find_open, answer))
+
+    def handle(self, session: Session, msg: Inbound, now: float) -> Reply:
+        catalog = self._catalog()  # one snapshot for the whole message
+        ctx = _Ctx(self, session, catalog, msg, now)
+        text = msg.text[:MAX_TEXT]
+        digit = normalize(text)
+        if _DIGIT.match(digit):
+            # before the subscriber check: a survey may go to any caller, subscriber or not
+            answered = self._digit(ctx, digit)
+            if answered is not None:
+                return answered
+        if ctx.facts() is None:
+            return ctx.reply("not_subscriber", "not_subscriber")
+        match = catalog.keywords.match(text)
+        if match is None:
+            return ctx.reply("help", "help")
+        action, arg = match
+        return _ACTIONS[action](ctx, arg)
+
+    def _digit(self, ctx: _Ctx, digit: str) -> Reply | None:
+        """The newest open prompt takes the digit (None when none is open); the shelf is one candidate
+        among the registered ones."""
+        best: tuple[float, Callable[[], Reply]] | None = None
+        view = ctx.session.get(ShelfView, ctx.msg.sender)
+        fresh = view is not None and ctx.now - view.at <= self._knob("router.shelf_prompt_window_s")
+        if fresh and ctx.facts() is not None:
+            best = (view.at, lambda: _order_nth(ctx, view, int(digit)))
+        for prompt in self._prompts:
+            found = prompt.find_open(ctx.session, ctx.msg.sender, ctx.now)
+            if found is None:
+                continue
+            sent_at, handle = found
+            if best is None or sent_at > best[0]:
+                best = (sent_at, lambda p=prompt, h=handle: p.answer(ctx.session, ctx.msg, h, ctx.now))
+        return best[1]() if best is not None else None
+
+
+class _Ctx:
+    """One message being handled: its catalog snapshot, session, subscriber."""
+
+    def __init__(self, router: Router, session: Session, catalog: OffersCatalog, msg: Inbound, now: float):
+        self.router, self.session, self.catalog, self.msg, self.now = router, session, catalog, msg, now
+        self._facts: dict | None = None
+        self._base: dict[str, Any] | None = None
+        self.active: set[str] = set()
+        self.refused: dict[str, float] = {}
+
+    def facts(self) -> dict | None:
+        if self._facts is None:
+            days = self.router._knob("shelf.refusal_days")
+            self._facts, self.active, self.refused = load_inputs(self.session, self.msg.sender, self.now, days)
+        return self._facts
+
+    def base(self) -> dict[str, Any]:
+        if self._base is None:
+            facts = self._facts or {"msisdn": self.msg.sender}
+            self._base = reply_vars(facts, self.catalog, facts.get("name", ""))
+        return self._base
+
+    def reply(self, key: str, action: str, details: dict[str, Any] | None = None, **variables: Any) -> Reply:
+        try:
+            text = self.catalog.reply(key, **self.base(), **variables)
+        except TemplateRenderError as exc:
+            # ops' template broke at run time: answer with the help rather than nothing
+            log.error("reply template %s failed: %s", key, exc)
+            text = self.catalog.reply("help", **self.base())
+        return Reply(text, action, SERVICE_NUMBER, details or {})
+
+
+def _offer_vars(offer: CatalogOffer) -> dict[str, Any]:
+    return {"code": offer.code, "name": offer.name, "price": offer.price, "order": offer.order,
+            "cancel": f"QX{offer.code}", "confirm_text": offer.confirm_text, "validity_days": offer.validity_days}
+
+
+def _shelf(ctx: _Ctx, _arg: str) -> Reply:
+    r = ctx.router
+    shelf = build_shelf(ctx.facts(), ctx.catalog, ctx.active, ctx.refused, ctx.now, r._knob("shelf.top_k"),
+                        refusal_days=r._knob("shelf.refusal_days"))
+    base = ctx.base()
+    try:
+        text, items = fit_reply(ctx.catalog, shelf, base, r._fits, r._knob("router.max_sms_parts"))
+    except TemplateRenderError as exc:
+        log.error("shelf template failed: %s", exc)
+        return ctx.reply("help", "help")
+    codes = [i.code for i in items]
+    _remember_shelf(ctx.session, ctx.msg.sender, codes, ctx.now)
+    return Reply(text, "shelf", SERVICE_NUMBER, {"offers": codes})
+
+
+def _remember_shelf(session: Session, msisdn: str, codes: list[str], now: float) -> None:
+    """Upsert the last shelf shown (one plain statement: this runs on every "200")."""
+    fastsql.remember_shelf(session, msisdn, codes, now)
+    loaded = session.identity_map.get(identity_key(ShelfView, msisdn))
+    if loaded is not None:  # a ShelfView read earlier in this unit of work must not shadow the new row
+        session.expire(loaded)
+
+
+def _order_nth(ctx: _Ctx, view: ShelfView, n: int) -> Reply:
+    if not 1 <= n <= len(view.codes):
+        return ctx.reply("digit_out_of_range", "help", digit=n, count=len(view.codes))
+    return _order(ctx, view.codes[n - 1])
+
+
+def _unavailable(ctx: _Ctx, offer: CatalogOffer) -> Reply | None:
+    """Why this subscriber cannot order this offer now, as a reply; None when they can."""
+    if offer.code in ctx.active:
+        return ctx.reply("order_already", "order_already", {"offer": offer.code}, offer=_offer_vars(offer))
+    for code in ctx.active:
+        other = ctx.catalog.offer(code)
+        if other is not None and offer.exclusive_group and other.exclusive_group == offer.exclusive_group:
+            return ctx.reply("order_excluded", "order_refused", {"offer": offer.code, "other": code},
+                             offer=_offer_vars(offer), other=_offer_vars(other))
+    # the self-service shelf channel ("sms") covers SMS, USSD and HTTP orders alike
+    allowed = {"sms", "web" if ctx.msg.channel == "http" else ctx.msg.channel}
+    if not offer.in_date(ctx.now):
+        reason = "活动不在有效期内"
+    elif not offer.channels & allowed:
+        reason = "该渠道暂不受理"
+    elif not offer.eligibility.matches(ctx.facts()):
+        reason = "您的号码暂不符合办理条件"
+    else:
+        return None
+    return ctx.reply("order_unavailable", "order_refused", {"offer": offer.code, "reason": reason},
+                     offer=_offer_vars(offer), reason=reason)
+
+
+def _order(ctx: _Ctx, arg: str) -> Reply:
+    offer = ctx.catalog.offer(arg)
+    if offer is None:
+        return ctx.reply("order_unknown", "order_unknown", {"code": arg.upper()}, code=arg.upper())
+    refusal = _unavailable(ctx, offer)
+    if refusal is not None:
+        return refusal
+    window = ctx.router._knob("router.confirm_window_s")
+    pending = ctx.session.get(PendingOrder, ctx.msg.sender)
+    if pending is None:
+        pending = PendingOrder(msisdn=ctx.msg.sender)
+        ctx.session.add(pending)
+    pending.offer_code, pending.channel = offer.code, ctx.msg.channel
+    pending.created_at, pending.expires_at, pending.confirmed_at = ctx.now, ctx.now + window, None
+    return ctx.reply("confirm_prompt", "confirm_prompt", {"offer": offer.code}, offer=_offer_vars(offer),
+                     window_min=int(window // 60))
+
+
+def _confirm(ctx: _Ctx, _arg: str) -> Reply:
+    pending = ctx.session.get(PendingOrder, ctx.msg.sender)
+    if pending is None:
+        return ctx.reply("confirm_none", "confirm_none")
+    offer = ctx.catalog.offer(pending.offer_code)
+    if offer is None:
+        return ctx.reply("confirm_none", "confirm_none")
+    if pending.confirmed_at is not None:
+        # a repeated Y: the subscription exists already, say so instead of ordering twice
+        return ctx.reply("order_already", "order_already", {"offer": offer.code}, offer=_offer_vars(offer))
+    if ctx.now > pending.expires_at:
+        ctx.session.delete(pending)
+        return ctx.reply("confirm_expired", "confirm_expired", {"offer": offer.code}, offer=_offer_vars(offer))
+    refusal = _unavailable(ctx, offer)
+    if refusal is not None:
+        ctx.session.delete(pending)
+        return refusal
+    # the partial unique index keeps one active row even if two processes race on the same Y
+    ctx.session.add(Subscription(msisdn=ctx.msg.sender, offer_code=offer.code, started_at=ctx.now,
+                                 channel=pending.channel))
+    pending.confirmed_at = ctx.now
+    return ctx.reply("order_done", "subscribed", {"offer": offer.code}, offer=_offer_vars(offer))
+
+
+def _list(ctx: _Ctx, _arg: str) -> Reply:
+    rows = ctx.session.scalars(select(Subscription).where(
+        Subscription.msisdn == ctx.msg.sender, Subscription.cancelled_at.is_(None))
+        .order_by(Subscription.started_at, Subscription.offer_code)).all()
+    if not rows:
+        return ctx.reply("list_empty", "list")
+    subs = []
+    for row in rows:
+        offer = ctx.catalog.offer(row.offer_code)
+        subs.append(_offer_vars(offer) if offer else {"code": row.offer_code, "name": row.offer_code,
+                                                      "price": 0.0, "cancel": f"QX{row.offer_code}"})
+    return ctx.reply("list", "list", {"offers": [s["code"] for s in subs]}, subscriptions=subs)
+
+
+def _cancel(ctx: _Ctx, arg: str) -> Reply:
+    offer = ctx.catalog.offer(arg)
+    code = offer.code if offer else arg.upper()
+    done = ctx.session.execute(update(Subscription).where(
+        Subscription.msisdn == ctx.msg.sender, Subscription.offer_code == code,
+        Subscription.cancelled_at.is_(None)).values(cancelled_at=ctx.now)).rowcount
+    if not done:
+        return ctx.reply("cancel_unknown", "cancel_unknown", {"offer": code}, code=code)
+    ctx.active.discard(code)
+    variables = _offer_vars(offer) if offer else {"code": code, "name": code, "price": 0.0}
+    return ctx.reply("cancel_done", "cancelled", {"offer": code}, offer=variables)
+
+
+def _balance(ctx: _Ctx, _arg: str) -> Reply:
+    balance = f"{ctx.facts()['balance']:.2f}"
+    return ctx.reply("balance", "balance", {"balance": balance}, balance=balance)
+
+
+def _size(mb: float) -> str:
+    return f"{mb / 1024:.2f}GB" if mb >= 1024 else f"{mb:.0f}MB"
+
+
+def _usage(ctx: _Ctx, _arg: str) -> Reply:
+    f = ctx.facts()
+    used, allowance = f["data_used_mb"], f["data_allowance_mb"]
+    left = max(allowance - used, 0.0)
+    return ctx.reply("usage", "usage", {"used_mb": used, "allowance_mb": allowance},
+                     used_mb=round(used, 1), allowance_mb=round(allowance, 1), left_mb=round(left, 1),
+                     used=_size(used), allowance=_size(allowance), left=_size(left),
+                     ratio=round(schema.ratio(used, allowance) * 100))
+
+
+def _opt(ctx: _Ctx, opted_out: bool) -> Reply:
+    values: dict[str, Any] = {"opted_out": opted_out}
+    if not opted_out:
+        values["consent_marketing"] = True
+    ctx.session.execute(update(Subscriber).where(Subscriber.msisdn == ctx.msg.sender).values(**values))
+    key = "opt_out_done" if opted_out else "opt_in_done"
+    return ctx.reply(key, "opt_out" if opted_out else "opt_in", {"opted_out": opted_out})
+
+
+def _refuse(ctx: _Ctx, arg: str) -> Reply:
+    offer = ctx.catalog.offer(arg)
+    if offer is None:
+        return ctx.reply("order_unknown", "order_unknown", {"code": arg.upper()}, code=arg.upper())
+    record_refusal(ctx.session, ctx.msg.sender, offer.code, ctx.now, source=ctx.msg.channel)
+    return ctx.reply("refuse_done", "refused", {"offer": offer.code}, offer=_offer_vars(offer))
+
+
+def record_refusal(session: Session, msisdn: str, code: str, now: float, source: str = "sms") -> None:
+    """Note that a subscriber declined an offer (a reply, a campaign answer): it leaves their shelf
+    for ``shelf.refusal_days`` days."""
+    session.add(Refusal(msisdn=msisdn, offer_code=code, at=now, source=source))
+
+
+_ACTIONS: dict[str, Callable[[_Ctx, str], Reply]] = {
+    "shelf": _shelf,
+    "order": _order,
+    "confirm": _confirm,
+    "list": _list,
+    "cancel": _cancel,
+    "balance": _balance,
+    "usage": _usage,
+    "opt_out": lambda ctx, _arg: _opt(ctx, True),
+    "opt_in": lambda ctx, _arg: _opt(ctx, False),
+    "refuse": _refuse,
+    "help": lambda ctx, _arg: ctx.reply("help", "help"),
+}
+KEYWORD_ACTIONS = ("shelf", "confirm", "list", "balance", "usage", "opt_out", "opt_in", "help")
+PREFIX_ACTIONS = ("order", "cancel", "refuse")
+REQUIRED_ACTIONS = ("shelf", "order", "confirm", "list", "cancel", "balance", "usage", "opt_out", "opt_in")

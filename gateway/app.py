@@ -7,6 +7,8 @@ so a reload (HTTP or SIGHUP) never shows anybody half old, half new rules.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -86,6 +88,8 @@ class Gateway:
             Router(lambda: self.snapshot.offers, self.live_settings)
         self.reload_listeners: list[Callable[[Snapshot], None]] = []
         self.started_at = time.time()
+        # Names this process's leases; stable across restarts so a restarted process reclaims its own.
+        self.instance = "local" if db_url.startswith("sqlite") else f"{socket.gethostname()}-{os.getpid()}"
 
     # --- fixtures -------------------------------------------------------------------------
 

@@ -18,12 +18,19 @@ class BindRegistry:
     def __init__(self) -> None:
         self._binds: dict[str, list[Receiver]] = defaultdict(list)
         self._rr: dict[str, int] = defaultdict(int)
+        self._receivers: dict[str, list[Receiver]] = {}  # cache, rebuilt when binds change
+        self.generation = 0  # bumps on every bind change, so users can cache too
 
     def count(self, system_id: str) -> int:
         return len(self._binds.get(system_id, ()))
 
     def add(self, binding: Receiver) -> None:
         self._binds[binding.system_id].append(binding)
+        self._changed()
+
+    def _changed(self) -> None:
+        self._receivers.clear()
+        self.generation += 1
 
     def remove(self, binding: Receiver) -> None:
         binds = self._binds.get(binding.system_id)
@@ -31,9 +38,14 @@ class BindRegistry:
             binds.remove(binding)
             if not binds:
                 del self._binds[binding.system_id]
+            self._changed()
 
     def receivers(self, system_id: str) -> list[Receiver]:
-        return [b for b in self._binds.get(system_id, ()) if b.bind_kind in ("rx", "trx")]
+        found = self._receivers.get(system_id)
+        if found is None:
+            found = self._receivers[system_id] = [b for b in self._binds.get(system_id, ())
+                                                  if b.bind_kind in ("rx", "trx")]
+        return found
 
     def accounts_with_receivers(self) -> list[str]:
         return [sid for sid, binds in self._binds.items() if any(b.bind_kind in ("rx", "trx") for b in binds)]

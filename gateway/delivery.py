@@ -24,16 +24,23 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import insert
 from twisted.logger import Logger
 
 from gateway.binds import BindRegistry
 from gateway.smpp.ratelimit import TokenBucket
 from gateway.smpp.text import split_message
+from notifier.models import MessageLog
 
 log = Logger(namespace="gateway.delivery")
 
 POLL_S = 1.0
 CLAIM_LEASE_S = 120.0
+RECORD_S = 0.05
+# Vendor-specific TLVs (SMPP 3.4 5.3.2: 0x1400-0x3FFF) on every reply part, so a tester can count
+# replies by id: the outbox message id (the same on a resend) and the MO message id it answers.
+TAG_GATEWAY_MESSAGE_ID = 0x1400
+TAG_CORRELATION = 0x1401
 MAX_READY = 20000  # rows held in memory waiting for window room; beyond, they stay queued in the table
 
 
@@ -48,12 +55,13 @@ class OutRow:
     dest: str
     text: str
     extra: dict | None
+    correlation: str | None = None
 
     @classmethod
     def of(cls, row: Any) -> OutRow:
         get = row.get if isinstance(row, dict) else lambda k: getattr(row, k)
         return cls(get("message_id"), get("kind"), get("account"), get("source"), get("dest"), get("text"),
-                   get("extra"))
+                   get("extra"), get("correlation"))
 
 
 @dataclass(slots=True)
@@ -78,9 +86,10 @@ class SmppDeliverer:
         self._pump_call = None
         self._poll_call = None
         self._record_call = None
-        self._done: list[str] = []
+        self._done: list[OutRow] = []
         self._failed: list[tuple[str, str, bool]] = []
         self.ready: deque[OutRow] = deque()
+        self._checked_generation = -1
         self.in_flight: dict[str, InFlight] = {}
         self.running = False
         self.sent_listeners: list[Callable[[int], None]] = []
@@ -160,8 +169,9 @@ class SmppDeliverer:
 
     def _release_unbound(self) -> None:
         """Rows whose account has no receiver left go back to the table for whoever binds next."""
-        if not self.ready:
+        if not self.ready or self.registry.generation == self._checked_generation:
             return
+        self._checked_generation = self.registry.generation
         orphans = [r for r in self.ready if not self.registry.receivers(r.account)]
         if not orphans:
             return
@@ -207,7 +217,7 @@ class SmppDeliverer:
             return
         self.in_flight.pop(flight.row.message_id, None)
         if flight.failed is None:
-            self._done.append(flight.row.message_id)
+            self._done.append(flight.row)
             self.stats["sent_rows"] += 1
         else:
             self._failed.append((flight.row.message_id, flight.failed, False))
@@ -218,8 +228,10 @@ class SmppDeliverer:
     # --- recording outcomes ---------------------------------------------------------------------------
 
     def _schedule_record(self) -> None:
+        # Outcomes are written together every RECORD_S: one transaction for many rows. A crash in
+        # between only means those rows are sent again (same message id) after their lease runs out.
         if self._record_call is None or not self._record_call.active():
-            self._record_call = self.gateway.reactor.callLater(0, self._record)
+            self._record_call = self.gateway.reactor.callLater(RECORD_S, self._record)
 
     def _record(self) -> None:
         done, self._done = self._done, []
@@ -227,9 +239,15 @@ class SmppDeliverer:
         if not done and not failed:
             return
         gw = self.gateway
+        now = gw.now()
         with gw.db() as session, session.begin():
             # The ESME is the last hop in server mode: its deliver_sm_resp means delivered.
-            gw.outbox.mark_sent(session, done, delivered=True)
+            gw.outbox.mark_sent(session, [row.message_id for row in done], delivered=True)
+            logs = [{"direction": "MT", "channel": "sms", "account": row.account, "source": row.source,
+                     "dest": row.dest, "text": row.text[:2000], "message_id": row.message_id, "at": now,
+                     "action": row.kind} for row in done if row.kind != "receipt"]
+            if logs:
+                session.execute(insert(MessageLog.__table__), logs)
             for message_id, error, permanent in failed:
                 state = gw.outbox.retry(session, message_id, error, permanent=permanent)
                 log.warn("outbox message {mid} not delivered ({error}); now {state}", mid=message_id,
@@ -243,10 +261,13 @@ def default_parts(row: OutRow, ref: int) -> list[dict]:
     if row.kind == "receipt":
         return [receipt_params(row)]
     parts = split_message(row.text, ref=ref)
+    tlvs = {TAG_GATEWAY_MESSAGE_ID: row.message_id.encode()}
+    if row.correlation:
+        tlvs[TAG_CORRELATION] = row.correlation.encode()
     return [{
         "service_type": "", "source_addr_ton": 0, "source_addr_npi": 1, "source_addr": row.source,
         "dest_addr_ton": 1, "dest_addr_npi": 1, "destination_addr": row.dest, "esm_class": part.esm_class,
-        "data_coding": part.data_coding, "short_message": part.short_message,
+        "data_coding": part.data_coding, "short_message": part.short_message, "tlvs": tlvs,
     } for part in parts]
 
 

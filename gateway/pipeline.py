@@ -102,7 +102,7 @@ class MOPipeline:
                 rows.extend(self._outbound(item, reply))
                 self.stats["mo"] += 1
                 results.append((item, reply, None))
-            session.execute(insert(MessageLog), logs)
+            session.execute(insert(MessageLog.__table__), logs)
             gw.outbox.insert_many(session, rows)
         return results, rows
 

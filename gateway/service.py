@@ -92,6 +92,8 @@ def serve(args, overrides: dict[str, Any]) -> int:
     try:
         gateway = Gateway(reactor, args.db, overrides, fits=fits_parts)
         gateway.var_dir = Path(args.var_dir)
+        if args.instance:
+            gateway.instance = args.instance
         prepare_data(gateway, args)
     except FixtureError as exc:
         for problem in exc.problems:

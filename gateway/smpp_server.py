@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -104,8 +103,10 @@ class SMPPServerProtocol(protocol.Protocol):
         return self.session.window_available()
 
     def send_deliver_sm(self, params: dict, on_response: Callable[[int | None], None]) -> None:
+        params = dict(params)
+        tlvs = params.pop("tlvs", None)
         try:
-            pdu = self.session.send_request("deliver_sm", **params)
+            pdu = self.session.send_request("deliver_sm", tlvs=tlvs, **params)
         except Exception as exc:  # window full or session closing: the deliverer retries the row
             on_response(str(exc) or type(exc).__name__)
             return
@@ -419,8 +420,7 @@ class SMPPServerService(service.Service):
         self.pipeline = MOPipeline(gateway)
         self.reassembler = Reassembler(gateway.now, timeout=gateway.settings["smpp.reassembly_timeout"])
         self.held_parts: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
-        owner = f"smpp-{id(self):x}-{int(time.time())}"
-        self.deliverer = SmppDeliverer(gateway, self.registry, owner)
+        self.deliverer = SmppDeliverer(gateway, self.registry, f"smpp:{gateway.instance}")
         self.pipeline.committed_listeners.append(self.deliverer.take)
         self.pipeline.lease_owner = lambda account, channel: (
             self.deliverer.lease_owner_for(account) if channel == "smpp" else None)
@@ -437,6 +437,7 @@ class SMPPServerService(service.Service):
         from twisted.internet import reactor
 
         self.listening = reactor.listenTCP(self.port, SMPPServerFactory(self), interface=self.host)
+        self._reclaim_leases()
         self.deliverer.start()
         self._schedule_expiry()
 
@@ -454,6 +455,24 @@ class SMPPServerService(service.Service):
             conn._close_after_flush("gateway shutting down")
         self.deliverer.stop()
         return self.listening.stopListening() if self.listening else None
+
+    def _reclaim_leases(self) -> None:
+        """Rows this instance had claimed before a crash are due again now, not when their lease ends.
+
+        With SQLite only one process serves the database, so every claimed row is ours.
+        """
+        from sqlalchemy import update
+
+        from notifier.models import OutboxMessage
+
+        gw = self.gateway
+        query = update(OutboxMessage).where(OutboxMessage.state == "sending", OutboxMessage.channel == "smpp")
+        if gw.engine.dialect.name != "sqlite":
+            query = query.where(OutboxMessage.lease_owner == self.deliverer.owner)
+        with gw.db() as session, session.begin():
+            result = session.execute(query.values(state="queued", lease_owner=None, lease_until=None))
+        if result.rowcount:
+            log.info("{n} outbox rows claimed before a restart are due again", n=result.rowcount)
 
     # --- counters (the metrics module plugs in) ------------------------------------------------------
 

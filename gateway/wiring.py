@@ -1,4 +1,4 @@
-"""Everything ``serve`` runs beside the SMPP server: HTTP ops API, SIP-lite IVR, SMTP, scheduler."""
+"""Everything ``serve`` runs beside the SMPP server: HTTP ops API, campaign scheduler, IVR, USSD, SMTP."""
 
 from __future__ import annotations
 
@@ -31,19 +31,47 @@ class ListeningService(service.Service):
         return self.port.getHost().port
 
 
+class SchedulerService(service.Service):
+    """The campaign scheduler (one leader per database), reloaded with the fixtures."""
+
+    def __init__(self, gateway):
+        from notifier.scheduler import CampaignScheduler
+
+        self.gateway = gateway
+        self.scheduler = CampaignScheduler(gateway.reactor, gateway.db, gateway.outbox,
+                                           lambda: gateway.snapshot.extras["campaigns"], gateway.live_settings)
+        gateway.reload_listeners.append(lambda _snapshot: self.scheduler.reload() if self.running else None)
+
+    def startService(self) -> None:
+        super().startService()
+        self.scheduler.start()
+
+    def stopService(self):
+        super().stopService()
+        self.scheduler.stop()
+
+
 def build_surfaces(gateway, args, reactor, top: service.MultiService, smpp) -> dict[str, Any]:
+    """Mount every other surface; returns ``{name: port source}`` for the ready line."""
     ports: dict[str, Any] = {}
-    pass
+    scheduler = SchedulerService(gateway)
+    scheduler.setServiceParent(top)
+    from gateway.stats import StatsProvider, instrument
+
+    metrics = instrument(gateway, smpp)
+    stats = StatsProvider(gateway, smpp)
+    gateway.stats = stats
+    extra = {"stats": stats.snapshot, "scheduler": scheduler.scheduler, "pipeline": smpp.pipeline,
+             "metrics": metrics}
+    gateway.surfaces = extra
+    ports["http"] = _http(gateway, args, reactor, top, extra)
     return ports
 
 
-def _http(gateway, args, reactor, top, smpp):
-    from twisted.web import server
+def _http(gateway, args, reactor, top, extra):
+    from gateway.http import make_site
 
-    from gateway.http import make_resource
-
-    resource = make_resource(gateway, {"smpp": smpp})
-    site = server.Site(resource)
+    site = make_site(gateway, extra, reactor)
     site.displayTracebacks = False
     listener = ListeningService(lambda: reactor.listenTCP(args.http_port, site, interface=args.host))
     listener.setServiceParent(top)

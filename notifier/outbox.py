@@ -63,7 +63,7 @@ class Outbox:
     def insert_many(session: Session, rows: list[dict[str, Any]]) -> None:
         """Write many new rows in one statement (rows from :meth:`values`, without idempotency keys)."""
         if rows:
-            session.execute(insert(OutboxMessage), rows)
+            session.execute(insert(OutboxMessage.__table__), rows)
 
     def enqueue(self, session: Session, **fields: Any) -> OutboxMessage:
         """Add one message; with an idempotency key already used, return the existing row instead.

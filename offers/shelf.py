@@ -48,7 +48,7 @@ class ShelfItem:
     order: str
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"rank": self.rank, "code": self.code, "name": self.name, "price": self.price, "order": self.order}
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any
 import jinja2
 
 from offers.catalog import KeywordTable, normalize
-from offers.fixtures import Doc, Parsed, Problem, Section, check_fields, require_list
+from offers.fixtures import Doc, Parsed, Problem, Section, check_fields
 from offers.templates import compile_template
 
 ACTIONS = ("menu", "offers", "command")

@@ -109,7 +109,7 @@ def test_long_mo_reassembled_in_any_order(gateway):
 
     client = _client(gateway)
     try:
-        text = "CXYE" + " " * 300  # a command padded past one SMS: three parts
+        text = "CXYE" + " " * 400  # a command padded past one SMS: three parts
         parts = split_message(text, ref=77)
         assert len(parts) >= 3
         start = len(client.received)

@@ -1,0 +1,51 @@
+"""Live numbers only the running transports know, for the dashboard and /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gateway.metrics import GatewayMetrics
+
+
+class StatsProvider:
+    """Collects per-surface stats callables; ``snapshot()`` merges them into the dashboard's dict."""
+
+    def __init__(self, gateway: Any, smpp: Any):
+        self.gateway = gateway
+        self.smpp = smpp
+        self.sources: dict[str, Callable[[], Any]] = {}
+
+    def add(self, key: str, source: Callable[[], Any]) -> None:
+        self.sources[key] = source
+
+    def snapshot(self) -> dict[str, Any]:
+        registry = self.smpp.registry
+        esme = [{"account": account, "bind_type": kind, "count": count}
+                for account, kinds in registry.summary().items() for kind, count in kinds.items()]
+        out: dict[str, Any] = {
+            "binds": {"esme": esme, "upstream": {"configured": False, "state": "off", "peer": None}},
+            "pipeline": dict(self.smpp.pipeline.stats),
+            "delivery": dict(self.smpp.deliverer.stats),
+            "fixtures_version": self.gateway.snapshot.version if self.gateway.snapshot else None,
+        }
+        for key, source in self.sources.items():
+            value = source()
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = {**out[key], **value}
+            elif value is not None:
+                out[key] = value
+        return out
+
+
+def instrument(gateway: Any, smpp: Any) -> GatewayMetrics:
+    """Create the gateway's metrics and hook the SMPP server's counters into them."""
+    metrics = GatewayMetrics()
+    gateway.metrics = metrics
+    smpp.pdu_counter = lambda command, direction, status: metrics.pdus.labels(
+        command=command, status=f"0x{status:02X}", direction=direction).inc()
+    smpp.error_counter = lambda status: metrics.errors.labels(component="smpp").inc()
+    smpp.pipeline.routed_listeners.append(lambda item, reply: metrics.sms_in.labels(channel=item.inbound.channel)
+                                          .inc())
+    smpp.deliverer.sent_listeners.append(lambda n: metrics.sms_out.labels(channel="smpp").inc(n))
+    return metrics

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 from twisted.logger import (
     FilteringLogObserver,
+    Logger,
     LogLevel,
     LogLevelFilterPredicate,
     formatEvent,
@@ -42,8 +44,24 @@ def _text_observer(stream):
     return observe
 
 
+class _ToTwisted(logging.Handler):
+    """Domain modules log with the standard library (they import no Twisted); send it to the same place."""
+
+    LEVELS = {logging.DEBUG: LogLevel.debug, logging.INFO: LogLevel.info, logging.WARNING: LogLevel.warn,
+              logging.ERROR: LogLevel.error, logging.CRITICAL: LogLevel.critical}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = self.LEVELS.get(record.levelno, LogLevel.info)
+        Logger(namespace=record.name).emit(level, "{msg}", msg=self.format(record))
+
+
 def start_logging(fmt: str = "text", level: LogLevel = LogLevel.info, stream=None) -> None:
     stream = stream or sys.stderr
     observer = _json_observer(stream) if fmt == "json" else _text_observer(stream)
     predicate = LogLevelFilterPredicate(defaultLogLevel=level)
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])], redirectStandardIO=False)
+    root = logging.getLogger()
+    root.addHandler(_ToTwisted())
+    root.setLevel(logging.INFO)
+    for noisy in ("smpplib", "apscheduler.executors", "aiosmtpd", "mail.log"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -17,7 +17,9 @@ import smpplib.client
 import smpplib.command
 import smpplib.consts
 import smpplib.exceptions
+import smpplib.ptypes
 
+from gateway.delivery import TAG_CORRELATION, TAG_GATEWAY_MESSAGE_ID
 from gateway.smpp.text import choose_encoding, decode_message, parse_udh, split_message
 
 ESM_RECEIPT = 0x04
@@ -26,10 +28,18 @@ USSR_REQUEST, PSSR_RESPONSE, USSR_CONFIRM, PSSR_INDICATION = 2, 17, 18, 1
 
 
 def _patch_deliver_sm() -> None:
+    """Teach smpplib's DeliverSM the TLVs the gateway sends that it does not know."""
     params = smpplib.command.DeliverSM.params
-    if "ussd_service_op" not in params:
-        params["ussd_service_op"] = smpplib.command.Param(type=int, size=1)
-        smpplib.command.DeliverSM.params_order = (*smpplib.command.DeliverSM.params_order, "ussd_service_op")
+    extra = {"ussd_service_op": smpplib.command.Param(type=int, size=1),
+             # the gateway's vendor TLVs (gateway/delivery.py): the reply's outbox id and the MO it answers
+             "gateway_message_id": smpplib.command.Param(type=smpplib.ptypes.ostr, max=65),
+             "mo_message_id": smpplib.command.Param(type=smpplib.ptypes.ostr, max=65)}
+    smpplib.consts.OPTIONAL_PARAMS.setdefault("gateway_message_id", TAG_GATEWAY_MESSAGE_ID)
+    smpplib.consts.OPTIONAL_PARAMS.setdefault("mo_message_id", TAG_CORRELATION)
+    for name, param in extra.items():
+        if name not in params:
+            params[name] = param
+            smpplib.command.DeliverSM.params_order = (*smpplib.command.DeliverSM.params_order, name)
 
 
 _patch_deliver_sm()
@@ -192,9 +202,11 @@ def reassemble(pdus: list[Any], sender: str | None = None) -> list[dict]:
                         "message_state": getattr(pdu, "message_state", None)})
             continue
         info, body = parse_udh(raw) if (pdu.esm_class or 0) & ESM_UDHI else (None, raw)
+        ids = {"id": _text(getattr(pdu, "gateway_message_id", None)),
+               "mo": _text(getattr(pdu, "mo_message_id", None))}
         if info is None:
             out.append({"kind": "reply", "from": source, "to": dest, "parts": 1,
-                        "text": decode_message(pdu.data_coding or 0, body)})
+                        "text": decode_message(pdu.data_coding or 0, body), **ids})
             continue
         key = (source, dest, info.ref, info.total)
         group = groups.setdefault(key, {"parts": {}, "dc": pdu.data_coding or 0, "slot": len(out)})
@@ -202,6 +214,6 @@ def reassemble(pdus: list[Any], sender: str | None = None) -> list[dict]:
         if len(group["parts"]) == info.total:
             joined = b"".join(group["parts"][i] for i in sorted(group["parts"]))
             out.append({"kind": "reply", "from": source, "to": dest, "parts": info.total,
-                        "text": decode_message(group["dc"], joined)})
+                        "text": decode_message(group["dc"], joined), **ids})
             del groups[key]
     return out

@@ -50,6 +50,8 @@ SERVICE_NUMBERS = frozenset({"10086", "1008611", "10000"})
 MAX_QUEUED_MO = 5000  # accepted but not yet committed: beyond this, ESME_RMSGQFUL
 FAILED_BIND_BASE_DELAY = 0.2
 FAILED_BIND_MAX_DELAY = 5.0
+FAILURE_MEMORY_S = 600.0  # failed binds older than this are forgotten
+MAX_TRACKED_IPS = 10000
 RESEND_TEXT = "您发送的长短信未收全（缺少部分内容），请重新发送。Your long message arrived incomplete; please send it again."
 
 
@@ -60,7 +62,7 @@ class AccountGuard:
         self.now = now
         self.buckets: dict[str, TokenBucket] = {}
         self.verified: dict[tuple[str, str, str], bool] = {}
-        self.failures: dict[str, int] = defaultdict(int)
+        self.failures: dict[str, tuple[int, float]] = {}  # ip -> (failed binds, last failure)
 
     def bucket(self, system_id: str, rate: float) -> TokenBucket:
         bucket = self.buckets.get(system_id)
@@ -69,8 +71,18 @@ class AccountGuard:
         return bucket
 
     def failure_delay(self, ip: str) -> float:
-        count = self.failures.get(ip, 0)
-        return 0.0 if count == 0 else min(FAILED_BIND_MAX_DELAY, FAILED_BIND_BASE_DELAY * 2 ** (count - 1))
+        count, last = self.failures.get(ip, (0, 0.0))
+        if count == 0 or self.now() - last > FAILURE_MEMORY_S:
+            return 0.0
+        return min(FAILED_BIND_MAX_DELAY, FAILED_BIND_BASE_DELAY * 2 ** (count - 1))
+
+    def record_failure(self, ip: str) -> None:
+        count, last = self.failures.pop(ip, (0, 0.0))
+        if self.now() - last > FAILURE_MEMORY_S:
+            count = 0
+        self.failures[ip] = (count + 1, self.now())
+        while len(self.failures) > MAX_TRACKED_IPS:  # dicts keep insertion order: drop the stalest
+            del self.failures[next(iter(self.failures))]
 
 
 def ip_allowed(ip: str, allow: tuple[str, ...]) -> bool:
@@ -268,7 +280,7 @@ class SMPPServerProtocol(protocol.Protocol):
         """Refuse a bind; repeated failures from one address are answered ever more slowly."""
         guard = self.server.guard
         delay = guard.failure_delay(self.peer_ip)
-        guard.failures[self.peer_ip] += 1
+        guard.record_failure(self.peer_ip)
         log.info("bind refused (0x{status:02X}) from {ip}: {why}", status=status, ip=self.peer_ip, why=why)
 
         def answer() -> None:

@@ -1,0 +1,142 @@
+"""``make bench``: every benchmark, one table, each figure beside its ceiling from the same run.
+
+Runs each benchmark as its own process (bounded in count and time) and reads
+the JSON object each prints last. ``--quick`` uses small counts (minutes, not
+an hour). The table is printed and written to bench/out/summary.json and
+bench/out/summary.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import OUT, ROOT
+
+PY = sys.executable
+
+
+@dataclass
+class Bench:
+    name: str
+    full: list[str]
+    quick: list[str]
+    rows: Callable[[dict], list[tuple[str, str, str, str]]]  # (figure, ours, ceiling, target)
+    timeout: float
+
+
+def _fmt(value, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.1f}{unit}"
+    return f"{value:,}{unit}" if isinstance(value, int) else f"{value}{unit}"
+
+
+def _smpp_rows(d: dict) -> list[tuple[str, str, str, str]]:
+    pop = d.get("population", 0)
+    return [
+        (f'"200" round trips/s (pop {pop:,})', _fmt(d.get("round_trips_per_s")),
+         _fmt(d.get("null_round_trips_per_s")), ">= 2,000/s"),
+        ("  p50 / p99 latency ms", f"{_fmt(d.get('round_trip_p50_ms'))} / {_fmt(d.get('round_trip_p99_ms'))}",
+         "", "p99 <= 50 ms"),
+        ("accepted submit_sm/s", _fmt(d.get("submit_per_s")), _fmt(d.get("null_submit_per_s")), ">= 5,000/s"),
+        ("gateway RSS MB (peak)", _fmt((d.get("rss_mb") or {}).get("peak")), "", "<= 300 MB at 1M"),
+    ]
+
+
+def _ussd_rows(d: dict) -> list[tuple[str, str, str, str]]:
+    return [("USSD sessions/s", _fmt(d.get("sessions_per_s")), _fmt(d.get("ceiling_per_s")), ">= 1,000/s")]
+
+
+def _upstream_rows(d: dict) -> list[tuple[str, str, str, str]]:
+    return [("upstream submit_sm/s", _fmt(d.get("submit_per_s")), _fmt(d.get("load_client_per_s")),
+             ">= 5,000/s")]
+
+
+def _sip_rows(d: dict) -> list[tuple[str, str, str, str]]:
+    return [("SIP calls/s, zero failures", _fmt(d.get("max_clean_rate") or d.get("calls_per_s")), "",
+             ">= 500/s"),
+            ("queue sim: day of 200 agents (s)", _fmt(d.get("queue_day_s")), "", "<= 5 s")]
+
+
+def _campaign_rows(d: dict) -> list[tuple[str, str, str, str]]:
+    return [(f"campaign plan, {d.get('subscribers', 0):,} subscribers (s)", _fmt(d.get("seconds")), "",
+             "<= 60 s at 1M"),
+            ("  plan peak RSS MB", _fmt(d.get("peak_rss_mb")), "", "")]
+
+
+def benches(quick: bool) -> list[Bench]:
+    m = [PY, "-m"]
+    return [
+        Bench("smpp", m + ["bench.bench_smpp", "--count", "20000"], m + ["bench.bench_smpp", "--count", "4000"],
+              _smpp_rows, 900),
+        Bench("ussd", m + ["bench.bench_ussd"], m + ["bench.bench_ussd", "--quick"], _ussd_rows, 600),
+        Bench("upstream", m + ["bench.bench_upstream"], m + ["bench.bench_upstream", "--quick"],
+              _upstream_rows, 600),
+        Bench("sip", m + ["bench.bench_sip"], m + ["bench.bench_sip", "--quick"], _sip_rows, 1800),
+        Bench("campaign", m + ["bench.bench_campaign", "--size", "1000000"],
+              m + ["bench.bench_campaign", "--size", "50000"], _campaign_rows, 1800),
+    ]
+
+
+def run_one(bench: Bench, quick: bool) -> dict:
+    cmd = bench.quick if quick else bench.full
+    if not (ROOT / "bench" / f"{cmd[2].split('.')[-1]}.py").exists():
+        return {"error": "benchmark not present"}
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=bench.timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {bench.timeout:.0f} s"}
+    lines = [line for line in proc.stdout.splitlines() if line.strip().startswith("{")]
+    if not lines:
+        return {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}"}
+    result = json.loads(lines[-1])
+    result["_seconds"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", nargs="*", help="names: smpp ussd upstream sip campaign")
+    args = parser.parse_args(argv)
+    results: dict[str, dict] = {}
+    rows: list[tuple[str, str, str, str]] = []
+    for bench in benches(args.quick):
+        if args.only and bench.name not in args.only:
+            continue
+        print(f"bench: running {bench.name} ...", file=sys.stderr, flush=True)
+        result = run_one(bench, args.quick)
+        results[bench.name] = result
+        if "error" in result:
+            rows.append((bench.name, "error", "", result["error"][:80]))
+        else:
+            rows.extend(bench.rows(result.get("summary", result)))
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "summary.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    md = ["| figure | gateway | ceiling (same run) | target |", "|---|---|---|---|"]
+    md += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    (OUT / "summary.md").write_text("\n".join(md) + "\n")
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="benchmarks" + (" (quick)" if args.quick else ""))
+    for column in ("figure", "gateway", "ceiling (same run)", "target"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    print(f"written: {Path(OUT / 'summary.md')}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

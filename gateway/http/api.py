@@ -31,7 +31,16 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from gateway.http import dashboard
 from gateway.http.errors import ApiError, invalid, not_found, too_large, unauthorized, unavailable
 from gateway.http.openapi import build_document
-from gateway.http.routes import CSV, JSON, OUTBOX_STATES, REPORT_KINDS, ROUTES, Route, klein_path
+from gateway.http.routes import (
+    CSV,
+    JSON,
+    OUTBOX_STATES,
+    REPORT_KINDS,
+    REPORT_SOURCES,
+    ROUTES,
+    Route,
+    klein_path,
+)
 from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics, refresh_from_db
 
 log = Logger(namespace="gateway.http")
@@ -69,7 +78,7 @@ class OpsApi:
     def __init__(self, gateway: Any, extra: Mapping[str, Any] | None = None):
         self.gw = gateway
         self.extra = dict(extra or {})
-        self.metrics: GatewayMetrics = (self.extra.get("metrics") or getattr(gateway, "metrics", None)
+        self.prom: GatewayMetrics = (self.extra.get("metrics") or getattr(gateway, "metrics", None)
                                         or GatewayMetrics())
         self.stats_source = dashboard.StatsSource(gateway, self.extra.get("stats"))
         self.hub = dashboard.StatsHub(gateway.reactor, self.stats_source.current)
@@ -149,7 +158,7 @@ class OpsApi:
             error = failure.value
         else:
             log.failure("{method} {path} failed", failure, method=route.method, path=route.path)
-            self.metrics.errors.labels(component="http").inc()
+            self.prom.errors.labels(component="http").inc()
             error = ApiError(500, "internal", "internal error; the gateway log has the details")
         return self._error(request, error, route.path)
 
@@ -175,7 +184,7 @@ class OpsApi:
 
     def _count(self, request: Any, route_path: str, status: int) -> None:
         method = request.method.decode("ascii", "replace")
-        self.metrics.http_requests.labels(method=method, route=route_path, status=str(status)).inc()
+        self.prom.http_requests.labels(method=method, route=route_path, status=str(status)).inc()
 
     # --- query helpers ------------------------------------------------------------------------------
 
@@ -184,6 +193,8 @@ class OpsApi:
         values = request.args.get(name.encode())
         if not values:
             return None
+        if len(values) > 1:
+            raise invalid(name, "given more than once")
         try:
             return values[0].decode("utf-8")
         except UnicodeDecodeError:
@@ -191,7 +202,7 @@ class OpsApi:
 
     def _int(self, request: Any, name: str, default: int, low: int, high: int) -> int:
         raw = self._query(request, name)
-        if raw is None or raw == "":
+        if raw is None:
             return default
         if not re.fullmatch(r"[0-9]{1,9}", raw) or not low <= int(raw) <= high:
             raise invalid(name, f"expected an integer from {low} to {high}")
@@ -251,8 +262,8 @@ class OpsApi:
                 "uptime_s": round(max(0.0, time.time() - started), 1)}
 
     def metrics(self, request: Any) -> Raw:
-        refresh_from_db(self.metrics, self.gw)
-        return Raw(self.metrics.render(), CONTENT_TYPE_LATEST)
+        refresh_from_db(self.prom, self.gw)
+        return Raw(self.prom.render(), CONTENT_TYPE_LATEST)
 
     def openapi(self, request: Any) -> dict[str, Any]:
         return self.document
@@ -297,7 +308,7 @@ class OpsApi:
     def shelf(self, request: Any, msisdn: str) -> dict[str, Any]:
         self._msisdn(msisdn)
         explain = self._query(request, "explain")
-        if explain not in (None, "", "0", "1", "true", "false"):
+        if explain not in (None, "0", "1", "true", "false"):
             raise invalid("explain", "expected 1 or 0")
         fn = _optional("offers.shelf", "explain" if explain in ("1", "true") else "shelf_json")
         catalog = self._snapshot().offers
@@ -425,24 +436,23 @@ class OpsApi:
 
     # --- reports ----------------------------------------------------------------------------------
 
-    REPORTS = {"campaigns": ("notifier.reports", "campaign_report"), "surveys": ("ivr.reports", "survey_report"),
-               "busy-hour": ("ivr.reports", "busy_hour_report"), "ivr": ("ivr.reports", "ivr_report")}
-
     def report(self, request: Any, kind: str) -> Any:
         if kind not in REPORT_KINDS:
             raise not_found(f"no report '{kind[:40]}'; reports: {', '.join(REPORT_KINDS)}")
         as_csv = self._wants_csv(request)
         limit, offset = self._page(request)
-        fn = _optional(*self.REPORTS[kind])
+        days = self._int(request, "days", 7, 1, 366)
+        campaign = self._query(request, "campaign")
+        if campaign is not None and not CAMPAIGN_ID.match(campaign):
+            raise invalid("campaign", "expected a campaign id")
+        fn = _optional(*REPORT_SOURCES[kind])
         now = self.gw.now()
         with self.gw.db() as session:
             if kind == "campaigns":
-                campaign = self._query(request, "campaign")
-                if campaign is not None and not CAMPAIGN_ID.match(campaign):
-                    raise invalid("campaign", "expected a campaign id")
                 result = fn(session, campaign, now)
             else:
-                result = fn(session, now=now)
+                # a window keeps the scan bounded however long the gateway has run
+                result = fn(session, now=now, since=now - days * 86400.0)
         if as_csv:
             return Raw(self._csv(kind, result).encode("utf-8"), "text/csv; charset=utf-8",
                        {"Content-Disposition": f'attachment; filename="{kind}-report.csv"'})
@@ -543,8 +553,8 @@ class OpsApi:
             session.add(MessageLog(direction="MO", channel="http", account=None, source=inbound.sender,
                                    dest=inbound.service, text=inbound.text, message_id=message_id, at=now,
                                    action=reply.action))
-        self.metrics.router_latency.labels(channel="http").observe(time.perf_counter() - started)
-        self.metrics.sms_in.labels(channel="http").inc()
+        self.prom.router_latency.labels(channel="http").observe(time.perf_counter() - started)
+        self.prom.sms_in.labels(channel="http").inc()
         return reply
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.http.routes import FIXTURE_BODY, JSON, OUTBOX_STATES, ROUTES, Route
+from gateway.http.routes import FIXTURE_BODY, JSON, OUTBOX_STATES, ROUTES, Param, Route
 
 STATUS_TEXT = {400: "invalid request (problems name the field)", 401: "missing or wrong bearer token",
                404: "not found", 409: "conflict with the current state", 413: "body too large",
@@ -57,9 +57,20 @@ SCHEMAS: dict[str, Any] = {
         "source": {"type": "string", "nullable": True}, "counts": NUMBER_MAP,
         "files": {"type": "array", "items": {"type": "string"}}}},
     "CampaignPage": _page(OBJECT),
-    "CampaignNew": {"type": "object", "required": ["id"], "additionalProperties": True,
-                    "description": "one item of campaigns.yaml (id, name, kind, target, offers, schedule, ...)",
-                    "properties": {"id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}}},
+    "CampaignNew": {
+        "type": "object", "required": ["id", "name", "kind", "target", "schedule", "templates"],
+        "additionalProperties": False,
+        "description": "one item of campaigns.yaml; checked with the whole fixture set (rule types, offer "
+                       "codes, template variables), so a well-formed body can still get 422",
+        "properties": {
+            "id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}, "name": {"type": "string"},
+            "kind": {"type": "string", "enum": ["marketing", "care"]}, "channel": {"type": "string"},
+            "target": {"type": "string", "description": "rule-engine condition over subscriber attributes"},
+            "offers": {"type": "array", "items": {"type": "string"}}, "priority": {"type": "integer"},
+            "schedule": OBJECT, "window": {"type": "string", "example": "09:00-20:00"},
+            "start": {"type": "string"}, "end": {"type": "string"}, "repeat_after_days": {"type": "number"},
+            "thresholds": OBJECT, "templates": {"type": "object", "additionalProperties": {"type": "string"}},
+            "source": {"type": "string"}, "account": {"type": "string"}, "note": {"type": "string"}}},
     "Report": {"type": "object", "additionalProperties": True},
     "OutboxPage": _page({"type": "object", "properties": {
         "id": {"type": "integer"}, "message_id": {"type": "string"}, "kind": {"type": "string"},
@@ -83,6 +94,14 @@ def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _parameter(param: Param) -> dict[str, Any]:
+    out = {"name": param.name, "in": param.where, "required": param.required or param.where == "path",
+           "description": param.description, "schema": param.schema}
+    if param.example is not None:
+        out["example"] = param.example
+    return out
+
+
 def _operation(route: Route) -> dict[str, Any]:
     content = {m: {"schema": _ref(route.result) if route.result and m == JSON else {"type": "string"}}
                for m in route.media}
@@ -92,8 +111,7 @@ def _operation(route: Route) -> dict[str, Any]:
     op: dict[str, Any] = {"operationId": route.handler, "summary": route.summary, "tags": [route.tag],
                           "responses": responses}
     if route.params:
-        op["parameters"] = [{"name": p.name, "in": p.where, "required": p.required or p.where == "path",
-                             "description": p.description, "schema": p.schema} for p in route.params]
+        op["parameters"] = [_parameter(p) for p in route.params]
     if route.body:
         op["requestBody"] = {"required": True, "content": {JSON: {"schema": _ref(route.body)}},
                              "description": f"JSON, at most {route.body_limit} bytes"}

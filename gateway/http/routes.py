@@ -7,6 +7,7 @@ turns them into the router's syntax.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,14 @@ from typing import Any
 KIB = 1024
 SMALL_BODY = 64 * KIB
 FIXTURE_BODY = 8 * KIB * KIB
-REPORT_KINDS = ("campaigns", "surveys", "busy-hour", "ivr")
+# report kind -> (module, function); each is called (session, ..., now) and returns a JSON-ready dict
+REPORT_SOURCES = {"campaigns": ("notifier.reports", "campaign_report"),
+                  "surveys": ("notifier.surveys", "survey_report"),
+                  "busy-hour": ("ivr.reports", "busy_hour_report"),
+                  "ivr": ("ivr.reports", "ivr_report")}
+REPORT_KINDS = tuple(REPORT_SOURCES)
+# Reports whose module this build has; the others answer 501 and stay out of the document.
+DOCUMENTED_REPORTS = tuple(k for k, (module, _) in REPORT_SOURCES.items() if importlib.util.find_spec(module))
 OUTBOX_STATES = ("queued", "sending", "sent", "delivered", "failed", "expired")
 JSON = "application/json"
 CSV = "text/csv"
@@ -27,6 +35,7 @@ class Param:
     schema: dict[str, Any]
     description: str
     required: bool = False
+    example: str | None = None  # a value that exists in the demo data, for docs and fuzzers
 
 
 @dataclass(frozen=True)
@@ -51,9 +60,9 @@ PAGE = (Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500
         Param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 10_000_000, "default": 0},
               "items to skip"))
 MSISDN = Param("msisdn", "path", {"type": "string", "pattern": r"^\+?[0-9]{3,20}$"}, "subscriber number",
-               required=True)
+               required=True, example="13800000001")
 CAMPAIGN_ID = Param("id", "path", {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
-                    "campaign id", required=True)
+                    "campaign id", required=True, example="care-roaming")
 FORMAT = Param("format", "query", {"type": "string", "enum": ["json", "csv"]},
                "csv for a download (Accept: text/csv does the same)")
 
@@ -65,7 +74,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/", "dashboard", "live dashboard", "dashboard", media=("text/html",)),
     Route("GET", "/static/{name}", "static", "dashboard assets (served locally, no CDN)", "dashboard",
           params=(Param("name", "path", {"type": "string", "pattern": r"^[a-z0-9_-]+\.(js|css|svg)$"},
-                        "asset file name", required=True),),
+                        "asset file name", required=True, example="dashboard.js"),),
           media=("application/javascript", "text/css", "image/svg+xml"), errors=(404,)),
     Route("GET", "/api/stats", "stats", "live numbers of the dashboard", "dashboard", "Stats"),
     Route("GET", "/api/events", "events", "server-sent events: the stats every second", "dashboard",
@@ -85,16 +94,18 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/campaigns", "campaign_create", "add a campaign (validated with the whole fixture set)",
           "campaigns", "Object", ok=201, write=True, body="CampaignNew", errors=(400, 401, 409, 413, 415, 422, 503)),
     Route("POST", "/api/campaigns/{id}/run", "campaign_run", "plan and send a campaign now", "campaigns",
-          "Object", write=True, params=(CAMPAIGN_ID,), errors=(401, 404, 409, 503)),
+          "Object", write=True, params=(CAMPAIGN_ID,), errors=(400, 401, 404, 409, 503)),
     Route("POST", "/api/campaigns/{id}/pause", "campaign_pause", "pause a campaign", "campaigns", "Object",
-          write=True, params=(CAMPAIGN_ID,), errors=(401, 404, 503)),
+          write=True, params=(CAMPAIGN_ID,), errors=(400, 401, 404, 503)),
     Route("POST", "/api/campaigns/{id}/resume", "campaign_resume", "resume a paused campaign", "campaigns",
-          "Object", write=True, params=(CAMPAIGN_ID,), errors=(401, 404, 503)),
+          "Object", write=True, params=(CAMPAIGN_ID,), errors=(400, 401, 404, 503)),
     Route("GET", "/api/reports/{kind}", "report", "campaign, survey, busy-hour and IVR reports", "reports",
           "Report",
-          params=(Param("kind", "path", {"type": "string", "enum": list(REPORT_KINDS)}, "which report",
+          params=(Param("kind", "path", {"type": "string", "enum": list(DOCUMENTED_REPORTS)}, "which report",
                         required=True),
                   Param("campaign", "query", CAMPAIGN_ID.schema, "one campaign only (campaigns report)"),
+                  Param("days", "query", {"type": "integer", "minimum": 1, "maximum": 366, "default": 7},
+                        "surveys, busy-hour, ivr: the last N days"),
                   FORMAT, *PAGE),
           media=(JSON, CSV), errors=(400, 404, 501)),
     Route("GET", "/api/outbox", "outbox", "outbox rows, newest first", "messages", "OutboxPage",

@@ -56,7 +56,7 @@ function areaChart(svg, series) {
     svgEl("line", { x1: pad, x2: w - pad, y1: gy, y2: gy, stroke: "#23304d", "stroke-width": 1,
       "stroke-dasharray": "3 5", "vector-effect": "non-scaling-stroke" }, svg);
   }
-  const label = svgEl("text", { x: w - pad, y: y(top) - 4, "text-anchor": "end", fill: "#8ea0bf",
+  const label = svgEl("text", { x: pad + 2, y: y(top) - 4, "text-anchor": "start", fill: "#8ea0bf",
     "font-size": 11 }, svg);
   label.textContent = `${fmt(top)}/min`;
   for (const s of series) {
@@ -209,7 +209,10 @@ function renderCampaigns(list) {
   const box = $("campaigns");
   if (!Array.isArray(list) || !list.length) return;
   clear(box);
-  for (const c of list.slice(0, 6)) {
+  // Campaigns with traffic first: that is what ops watch; idle ones fill the rest.
+  const activity = (c) => (c.sent || 0) + (c.queued || 0) + (c.targeted || 0) + (c.excluded_total || 0);
+  const ranked = [...list].sort((a, b) => activity(b) - activity(a) || String(a.id).localeCompare(String(b.id)));
+  for (const c of ranked.slice(0, 6)) {
     const el = document.createElement("div");
     el.className = "camp";
     el.innerHTML = `<div class="camp-head"><div><span class="camp-name"></span><span class="camp-id"></span></div>` +

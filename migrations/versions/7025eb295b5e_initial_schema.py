@@ -1,14 +1,14 @@
 """initial schema
 
-Revision ID: a76b83ae6b22
+Revision ID: 7025eb295b5e
 Revises: 
-Create Date: 2026-11-23 10:07:28.974431
+Create Date: 2026-11-23 10:30:58.148014
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = 'a76b83ae6b22'
+revision = '7025eb295b5e'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -112,6 +112,61 @@ def upgrade() -> None:
     sa.Column('counts', sa.JSON(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_fixture_sets'))
     )
+    op.create_table('ivr_busy_sms',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('msisdn', sa.String(length=64), nullable=False),
+    sa.Column('day', sa.String(length=10), nullable=False),
+    sa.Column('call_id', sa.String(length=200), nullable=False),
+    sa.Column('brand', sa.String(length=16), nullable=True),
+    sa.Column('reason', sa.String(length=16), nullable=False),
+    sa.Column('sampled', sa.Boolean(), nullable=False),
+    sa.Column('decided_at', sa.Float(), nullable=False),
+    sa.Column('sent_at', sa.Float(), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_ivr_busy_sms')),
+    sa.UniqueConstraint('msisdn', 'day', name='uq_ivr_busy_sms_msisdn_day')
+    )
+    with op.batch_alter_table('ivr_busy_sms', schema=None) as batch_op:
+        batch_op.create_index('ix_ivr_busy_sms_decided', ['decided_at'], unique=False)
+
+    op.create_table('ivr_calls',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('call_id', sa.String(length=200), nullable=False),
+    sa.Column('caller', sa.String(length=64), nullable=False),
+    sa.Column('service', sa.String(length=64), nullable=False),
+    sa.Column('brand', sa.String(length=16), nullable=True),
+    sa.Column('started_at', sa.Float(), nullable=False),
+    sa.Column('answered_at', sa.Float(), nullable=True),
+    sa.Column('queued_at', sa.Float(), nullable=True),
+    sa.Column('agent_at', sa.Float(), nullable=True),
+    sa.Column('ended_at', sa.Float(), nullable=False),
+    sa.Column('agent', sa.String(length=32), nullable=True),
+    sa.Column('queue', sa.String(length=32), nullable=True),
+    sa.Column('busy', sa.Boolean(), nullable=False),
+    sa.Column('outcome', sa.String(length=16), nullable=False),
+    sa.Column('ended_by', sa.String(length=16), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_ivr_calls'))
+    )
+    with op.batch_alter_table('ivr_calls', schema=None) as batch_op:
+        batch_op.create_index('ix_ivr_calls_call_id', ['call_id'], unique=False)
+        batch_op.create_index('ix_ivr_calls_caller_started', ['caller', 'started_at'], unique=False)
+        batch_op.create_index('ix_ivr_calls_started', ['started_at'], unique=False)
+
+    op.create_table('ivr_surveys',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('call_id', sa.String(length=200), nullable=False),
+    sa.Column('msisdn', sa.String(length=64), nullable=False),
+    sa.Column('agent', sa.String(length=32), nullable=False),
+    sa.Column('queue', sa.String(length=32), nullable=False),
+    sa.Column('mode', sa.String(length=8), nullable=False),
+    sa.Column('sent_at', sa.Float(), nullable=False),
+    sa.Column('expires_at', sa.Float(), nullable=False),
+    sa.Column('score', sa.Integer(), nullable=True),
+    sa.Column('answered_at', sa.Float(), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_ivr_surveys'))
+    )
+    with op.batch_alter_table('ivr_surveys', schema=None) as batch_op:
+        batch_op.create_index('ix_ivr_surveys_msisdn_sent', ['msisdn', 'sent_at'], unique=False)
+
     op.create_table('message_log',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('direction', sa.String(length=2), nullable=False),
@@ -344,6 +399,20 @@ def downgrade() -> None:
         batch_op.drop_index('ix_message_log_source_at')
 
     op.drop_table('message_log')
+    with op.batch_alter_table('ivr_surveys', schema=None) as batch_op:
+        batch_op.drop_index('ix_ivr_surveys_msisdn_sent')
+
+    op.drop_table('ivr_surveys')
+    with op.batch_alter_table('ivr_calls', schema=None) as batch_op:
+        batch_op.drop_index('ix_ivr_calls_started')
+        batch_op.drop_index('ix_ivr_calls_caller_started')
+        batch_op.drop_index('ix_ivr_calls_call_id')
+
+    op.drop_table('ivr_calls')
+    with op.batch_alter_table('ivr_busy_sms', schema=None) as batch_op:
+        batch_op.drop_index('ix_ivr_busy_sms_decided')
+
+    op.drop_table('ivr_busy_sms')
     op.drop_table('fixture_sets')
     with op.batch_alter_table('contact_log', schema=None) as batch_op:
         batch_op.drop_index('ix_contact_log_msisdn_at')

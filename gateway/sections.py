@@ -10,14 +10,17 @@ from offers.fixtures import Section
 
 def all_sections() -> list[Section]:
     """Core (config, accounts, tokens), offers (segments, offers, subscribers, keywords, replies), then the rest."""
+    from ivr import sections as ivr_sections
     from notifier import campaign_sections, core_sections
     from offers import sections as offer_sections
 
-    return [*core_sections.SECTIONS, *offer_sections.SECTIONS, *campaign_sections.SECTIONS]
+    return [*core_sections.SECTIONS, *offer_sections.SECTIONS, *ivr_sections.SECTIONS,
+            *campaign_sections.SECTIONS]
 
 
 def build_extras(parsed: Mapping[str, Any]) -> dict[str, Any]:
     """Runtime objects other domains build from their parsed sections (campaign book, IVR menus)."""
+    from ivr import sections as ivr_sections
     from notifier import campaign_sections
 
-    return {"campaigns": campaign_sections.build_book(parsed)}
+    return {"campaigns": campaign_sections.build_book(parsed), "ivr": ivr_sections.build_config(parsed)}

@@ -64,6 +64,11 @@ def build_surfaces(gateway, args, reactor, top: service.MultiService, smpp) -> d
     extra = {"stats": stats.snapshot, "scheduler": scheduler.scheduler, "pipeline": smpp.pipeline,
              "metrics": metrics}
     gateway.surfaces = extra
+    from ivr.server import build_ivr
+
+    ivr_service = build_ivr(gateway, args, reactor, top, smpp.deliverer.poke)
+    stats.add("queue", lambda: ivr_service.live_stats().get("queue"))
+    ports["sip"] = ivr_service
     ports["http"] = _http(gateway, args, reactor, top, extra)
     return ports
 
@@ -76,3 +81,28 @@ def _http(gateway, args, reactor, top, extra):
     listener = ListeningService(lambda: reactor.listenTCP(args.http_port, site, interface=args.host))
     listener.setServiceParent(top)
     return listener
+
+
+# --- USSD, upstream SMSC client, SMTP (gateway/ussd.py, gateway/upstream.py, gateway/email.py) ------------
+
+def _ussd_and_upstream(gateway, args, reactor, top, smpp) -> dict[str, Any]:
+    """USSD menus on the SMPP server; with ``--upstream`` the ESME client to the operator SMSC."""
+    from gateway.upstream import upstream_service
+    from gateway.ussd import install_ussd
+
+    install_ussd(gateway, smpp)
+    try:
+        client = upstream_service(gateway, args)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if client is not None:
+        client.setServiceParent(top)
+        gateway.upstream = client
+    return {}
+
+
+def _smtp(gateway, args, reactor, top, smpp) -> dict[str, Any]:
+    """SMTP in (``smtp_in``), the outbox email sender and, with ``--smtp-sink``, the sink."""
+    from gateway.email import email_services
+
+    return email_services(gateway, args, top)

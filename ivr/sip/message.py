@@ -47,7 +47,8 @@ COMPACT = {
     "j": "reject-contact", "d": "request-disposition", "y": "identity",
 }
 _SPELLING = {"call-id": "Call-ID", "cseq": "CSeq", "www-authenticate": "WWW-Authenticate",
-             "mime-version": "MIME-Version", "rack": "RAck", "rseq": "RSeq"}
+             "mime-version": "MIME-Version", "rack": "RAck", "rseq": "RSeq",
+             "x-ivr-prompt": "X-IVR-Prompt", "x-ivr-state": "X-IVR-State"}
 
 REASONS = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",

@@ -71,3 +71,10 @@ def refresh_from_db(metrics: GatewayMetrics, gateway: Any) -> None:
     snapshot = getattr(gateway, "snapshot", None)
     if snapshot is not None:
         metrics.fixture_version.set(snapshot.version)
+    live = getattr(gateway, "stats", None)
+    if live is not None:  # the transports' live numbers (queue, binds) at scrape time
+        queue = live.snapshot().get("queue") or {}
+        if queue.get("waiting") is not None:
+            metrics.queue_length.set(queue["waiting"])
+        if queue.get("agents_busy") is not None:
+            metrics.agents_busy.set(queue["agents_busy"])

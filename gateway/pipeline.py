@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
 
 from sqlalchemy import insert
@@ -45,6 +46,7 @@ class MOPipeline:
         self.committed_listeners: list[Callable[[list[dict[str, Any]]], None]] = []
         # (account, channel) -> lease owner to write into new rows a sender will take at once, or None
         self.lease_owner: Callable[[str | None, str], str | None] | None = None
+        self.route_observer: Callable[[str, float], None] | None = None  # (channel, seconds) per MO
         self.routed_listeners: list[Callable[[Accepted, Reply], None]] = []
         self.stats = {"mo": 0, "replies": 0, "errors": 0, "batches": 0}
 
@@ -94,7 +96,10 @@ class MOPipeline:
         with gw.db() as session, session.begin():
             for item in batch:
                 msg = item.inbound
+                started = perf_counter()
                 reply = gw.router.handle(session, msg, now) if item.route else UNROUTED
+                if self.route_observer is not None and item.route:
+                    self.route_observer(msg.channel, perf_counter() - started)
                 logs.append({"direction": "MO" if item.route else "MT", "channel": msg.channel,
                              "account": msg.account, "source": msg.sender, "dest": msg.service,
                              "text": msg.text[:2000], "message_id": item.message_id, "at": now,

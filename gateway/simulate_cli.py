@@ -28,7 +28,10 @@ def add_parsers(parser: argparse.ArgumentParser) -> None:
     sms.add_argument("--to", default="10086", help="service number (destination_addr)")
     sms.add_argument("--text", help="command to send (e.g. 200, KTLL30, Y, 0000, CXYE, TD)")
     sms.add_argument("--interactive", action="store_true", help="keep the session and read commands from stdin")
-    sms.add_argument("--ussd", metavar="STRING", help="open a USSD session, e.g. '*200#'")
+    sms.add_argument("--ussd", metavar="STRING", help="open a USSD session, e.g. '*200#'; answer each screen "
+                     "on stdin")
+    sms.add_argument("--ussd-answers", metavar="A,B,...", help="answer the USSD screens with these keys instead "
+                     "of reading stdin, e.g. 1,1,1 (offers, first offer, confirm)")
     sms.add_argument("--wait", type=float, default=10.0, help="seconds to wait for each reply")
     sms.add_argument("--receipt", action="store_true", help="ask for a delivery receipt (registered_delivery=1)")
     sms.add_argument("--json", action="store_true", help="print each reply as a JSON line")
@@ -52,15 +55,28 @@ def add_parsers(parser: argparse.ArgumentParser) -> None:
 
     smsc = subs.add_parser(
         "smsc", formatter_class=Formatter, help="a fake operator SMSC with receipts, MO injection and faults",
-        description="Serve as an operator SMSC for --upstream and partners' ESMEs.\n\nexample:\n"
-                    "  python run_gateway.py simulate smsc --port 2776 --fault throttle")
+        description="Serve as an operator SMSC for --upstream and partners' ESMEs: receipts, MO injection and "
+                    "faults by flag or by magic destination number (19900000001 throttle, ...02 queue full, "
+                    "...03 no response, ...04 unbind on submit, ...05 receipt before response, "
+                    "...06 undelivered receipt, ...07 slow responses). Prints its port as JSON, and its "
+                    "counters when stopped.\n\nexamples:\n"
+                    "  python run_gateway.py simulate smsc --port 2776 --fault throttle\n"
+                    "  python run_gateway.py simulate smsc --port 2776 --mo-csv mo.csv --mo-rate 5 --id-format mixed")
     smsc.add_argument("--host", default="127.0.0.1")
-    smsc.add_argument("--port", type=int, default=2776)
-    smsc.add_argument("--fault", action="append", default=[], help="fault class to apply to every submit")
-    smsc.add_argument("--receipt-delay", type=float, default=0.0)
-    smsc.add_argument("--receipt-stat", default="DELIVRD")
-    smsc.add_argument("--mo-csv", help="CSV of source,dest,text MO to inject after the first bind")
-    smsc.add_argument("--mo-rate", type=float, default=0.0, help="MO per second to inject (with --mo-csv)")
+    smsc.add_argument("--port", type=int, default=2776, help="0 = pick a free one")
+    smsc.add_argument("--fault", action="append", default=[],
+                      help="fault for every submit_sm: throttle, queue_full, no_response, unbind_on_submit, "
+                           "receipt_first, undelivered, slow (repeat to alternate)")
+    smsc.add_argument("--receipt-delay", type=float, default=0.0, help="seconds from submit to receipt")
+    smsc.add_argument("--receipt-stat", default="DELIVRD", help="stat of every receipt (DELIVRD, UNDELIV, ...)")
+    smsc.add_argument("--id-format", choices=("dec", "hex", "mixed"), default="dec",
+                      help="message ids: decimal, hex, or hex in submit_sm_resp and zero-padded decimal in receipts")
+    smsc.add_argument("--slow-s", type=float, default=2.0, help="response delay of the 'slow' fault")
+    smsc.add_argument("--system-id", default="", help="accept only this system_id (default: any)")
+    smsc.add_argument("--password", default="", help="with --system-id: the password it must bind with")
+    smsc.add_argument("--mo-csv", help="CSV of source,dest,text MO to inject once something is bound")
+    smsc.add_argument("--mo-rate", type=float, default=0.0,
+                      help="MO per second: the CSV's pace, or without --mo-csv '200' from the demo numbers")
     smsc.set_defaults(simulate_handler=run_smsc)
 
 
@@ -112,16 +128,26 @@ def _interactive(client, args) -> int:
 
 
 def _run_ussd(client, args) -> int:
+    """Show each screen; answers come from --ussd-answers, else from stdin (one per line) until the end bit."""
+    scripted = [a for a in (args.ussd_answers or "").split(",") if a.strip()] if args.ussd_answers else None
     screen = client.ussd_start(args.sender, args.ussd)
     while True:
-        print(screen["text"])
+        if args.json:
+            print(json.dumps(screen, ensure_ascii=False))
+        else:
+            print(screen["text"])
         if screen.get("end"):
             return 0
-        if not args.interactive and sys.stdin.isatty() is False and not sys.stdin.readable():
-            return 0
-        answer = sys.stdin.readline()
-        if not answer:
-            return 0
+        if scripted is not None:
+            if not scripted:
+                return 0
+            answer = scripted.pop(0)
+        else:
+            if sys.stdin.isatty():
+                print("> ", end="", file=sys.stderr, flush=True)
+            answer = sys.stdin.readline()
+            if not answer:
+                return 0
         screen = client.ussd_answer(args.sender, answer.strip(), screen)
 
 

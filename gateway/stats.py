@@ -21,6 +21,12 @@ class StatsProvider:
 
     def snapshot(self) -> dict[str, Any]:
         registry = self.smpp.registry
+        metrics = getattr(self.gateway, "metrics", None)
+        if metrics is not None:
+            metrics.binds.clear()
+            for account, kinds in registry.summary().items():
+                for kind, count in kinds.items():
+                    metrics.binds.labels(account=account, bind_type=kind).set(count)
         esme = [{"account": account, "bind_type": kind, "count": count}
                 for account, kinds in registry.summary().items() for kind, count in kinds.items()]
         out: dict[str, Any] = {
@@ -47,5 +53,7 @@ def instrument(gateway: Any, smpp: Any) -> GatewayMetrics:
     smpp.error_counter = lambda status: metrics.errors.labels(component="smpp").inc()
     smpp.pipeline.routed_listeners.append(lambda item, reply: metrics.sms_in.labels(channel=item.inbound.channel)
                                           .inc())
+    smpp.pipeline.route_observer = lambda channel, seconds: metrics.router_latency.labels(channel=channel) \
+        .observe(seconds)
     smpp.deliverer.sent_listeners.append(lambda n: metrics.sms_out.labels(channel="smpp").inc(n))
     return metrics

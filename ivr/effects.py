@@ -89,6 +89,9 @@ class GatewayEffects:
 
     # ----------------------------------------------------------------- writes
     def call_ended(self, call: CallInfo, ended_by: str) -> None:
+        metrics = getattr(self.gw, "metrics", None)
+        if metrics is not None:
+            metrics.sip_calls.labels(outcome=call.outcome or "unknown").inc()
         self._records.append({
             "call_id": call.call_id[:200], "caller": call.caller[:64], "service": call.service[:64],
             "brand": call.brand, "started_at": call.started_at, "answered_at": call.answered_at,

@@ -118,7 +118,7 @@ def run_atheris(name: str, runs: int) -> None:
 
     with atheris.instrument_imports(include=["gateway", "ivr", "offers", "notifier"]):
         target = TARGETS[name]()
-    atheris.Setup([sys.argv[0], f"-runs={runs}", "-print_final_stats=1"], target)
+    atheris.Setup([sys.argv[0], f"-runs={runs}", "-max_len=512", "-print_final_stats=1"], target)
     atheris.Fuzz()
 
 

@@ -38,6 +38,8 @@ def _serve_parser(subs) -> None:
     p.add_argument("--upstream", metavar="HOST:PORT", help="bind to an operator SMSC as an ESME")
     p.add_argument("--upstream-account", default="gateway:secret1",
                    help="SYSTEM_ID:PASSWORD used with --upstream")
+    p.add_argument("--upstream-bind", choices=("trx", "pair"), default="trx",
+                   help="bind one transceiver, or a transmitter + receiver pair")
     p.add_argument("--demo", action="store_true", help="load fixtures/demo (first start) and a synthetic population")
     p.add_argument("--fixtures", metavar="DIR", help="load this fixture folder at start")
     p.add_argument("--population", type=int, default=None, metavar="N",

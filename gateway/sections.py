@@ -12,10 +12,11 @@ def all_sections() -> list[Section]:
     """Core (config, accounts, tokens), offers (segments, offers, subscribers, keywords, replies), then the rest."""
     from ivr import sections as ivr_sections
     from notifier import campaign_sections, core_sections
+    from offers import email_templates, ussd_menu
     from offers import sections as offer_sections
 
-    return [*core_sections.SECTIONS, *offer_sections.SECTIONS, *ivr_sections.SECTIONS,
-            *campaign_sections.SECTIONS]
+    return [*core_sections.SECTIONS, *offer_sections.SECTIONS, ussd_menu.SECTION, email_templates.SECTION,
+            *ivr_sections.SECTIONS, *campaign_sections.SECTIONS]
 
 
 def build_extras(parsed: Mapping[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from gateway.smpp.session import (
     Unbound,
 )
 from gateway.smpp.text import Reassembler, TextError, concat_info_from_tlvs, decode_message, parse_udh
+from gateway.ussd import is_ussd
 from notifier.outbox import new_message_id
 from notifier.security import verify_password
 from offers.router import Inbound
@@ -333,7 +334,7 @@ class SMPPServerProtocol(protocol.Protocol):
             self._respond(pdu, status)
             return
         ussd = self.server.ussd
-        if ussd is not None and Tag.ussd_service_op in pdu.tlvs:
+        if ussd is not None and is_ussd(pdu):
             ussd.handle(self, pdu)
             return
         try:

@@ -19,6 +19,17 @@ class StatsProvider:
     def add(self, key: str, source: Callable[[], Any]) -> None:
         self.sources[key] = source
 
+    def _upstream(self) -> dict[str, Any]:
+        client = getattr(self.gateway, "upstream", None)
+        if client is None:
+            return {"configured": False, "state": "off", "peer": None}
+        bound = any(link.bound for link in client.links)
+        metrics = getattr(self.gateway, "metrics", None)
+        if metrics is not None:
+            metrics.upstream_bound.set(1 if bound else 0)
+        return {"configured": True, "state": "bound" if bound else "connecting",
+                "peer": f"{client.host}:{client.port}"}
+
     def snapshot(self) -> dict[str, Any]:
         registry = self.smpp.registry
         metrics = getattr(self.gateway, "metrics", None)
@@ -30,11 +41,14 @@ class StatsProvider:
         esme = [{"account": account, "bind_type": kind, "count": count}
                 for account, kinds in registry.summary().items() for kind, count in kinds.items()]
         out: dict[str, Any] = {
-            "binds": {"esme": esme, "upstream": {"configured": False, "state": "off", "peer": None}},
+            "binds": {"esme": esme, "upstream": self._upstream()},
             "pipeline": dict(self.smpp.pipeline.stats),
             "delivery": dict(self.smpp.deliverer.stats),
             "fixtures_version": self.gateway.snapshot.version if self.gateway.snapshot else None,
         }
+        upstream = getattr(self.gateway, "upstream", None)
+        if upstream is not None:
+            out["upstream"] = dict(upstream.stats)
         for key, source in self.sources.items():
             value = source()
             if isinstance(value, dict) and isinstance(out.get(key), dict):

@@ -70,6 +70,8 @@ def build_surfaces(gateway, args, reactor, top: service.MultiService, smpp) -> d
     stats.add("queue", lambda: ivr_service.live_stats().get("queue"))
     ports["sip"] = ivr_service
     ports["http"] = _http(gateway, args, reactor, top, extra)
+    ports.update(_ussd_and_upstream(gateway, args, reactor, top, smpp))
+    ports.update(_smtp(gateway, args, reactor, top, smpp))
     return ports
 
 

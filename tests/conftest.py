@@ -41,3 +41,13 @@ def db_url(request, tmp_path):
     if not PG_URL:
         pytest.skip("PostgreSQL not available (set TEST_PG_URL)")
     return _pg_database()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Tests that used the global reactor's thread pool (deferToThread) must not keep pytest alive."""
+    import sys
+
+    reactor = sys.modules.get("twisted.internet.reactor")
+    pool = getattr(reactor, "threadpool", None)
+    if pool is not None:
+        pool.stop()

@@ -93,6 +93,7 @@ class SmppDeliverer:
         self.in_flight: dict[str, InFlight] = {}
         self.running = False
         self.sent_listeners: list[Callable[[int], None]] = []
+        self.drained_listeners: list[Callable[[], None]] = []  # after sends freed backlog
         self.stats = {"sent_rows": 0, "sent_parts": 0, "errors": 0}
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -147,6 +148,8 @@ class SmppDeliverer:
     def _pump(self) -> None:
         self._pump_call = None
         self._send_ready()
+        for listener in self.drained_listeners:
+            listener()
         room = self._room()
         if room > 0 and not self.ready:
             self._claim(room)

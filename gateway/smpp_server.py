@@ -48,7 +48,8 @@ log = Logger(namespace="gateway.smpp")
 
 BIND_KIND = {"bind_transmitter": "tx", "bind_receiver": "rx", "bind_transceiver": "trx"}
 SERVICE_NUMBERS = frozenset({"10086", "1008611", "10000"})
-MAX_QUEUED_MO = 5000  # accepted but not yet committed: beyond this, ESME_RMSGQFUL
+MAX_QUEUED_MO = 5000
+REPLY_BACKLOG_HIGH = 100  # replies waiting for window room above which MO acks are held  # accepted but not yet committed: beyond this, ESME_RMSGQFUL
 FAILED_BIND_BASE_DELAY = 0.2
 FAILED_BIND_MAX_DELAY = 5.0
 FAILURE_MEMORY_S = 600.0  # failed binds older than this are forgotten
@@ -435,6 +436,8 @@ class SMPPServerService(service.Service):
         self.held_parts: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
         self.deliverer = SmppDeliverer(gateway, self.registry, f"smpp:{gateway.instance}")
         self.pipeline.committed_listeners.append(self.deliverer.take)
+        self.pipeline.hold = lambda: len(self.deliverer.ready) > REPLY_BACKLOG_HIGH
+        self.deliverer.drained_listeners.append(self.pipeline.kick)
         self.pipeline.lease_owner = lambda account, channel: (
             self.deliverer.lease_owner_for(account) if channel == "smpp" else None)
         self.ussd = None  # a USSD handler plugs in here (gateway.ussd)
@@ -458,6 +461,7 @@ class SMPPServerService(service.Service):
         super().stopService()
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
+        self.pipeline.hold = None
         self.pipeline.flush()
         for conn in list(self.connections):
             if conn.session is not None and conn.bind_kind is not None:

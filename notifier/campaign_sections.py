@@ -17,7 +17,6 @@ anything else falls back to rule-engine itself.
 
 from __future__ import annotations
 
-import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -78,60 +77,22 @@ class LazyFacts(dict):
         return full[key]
 
 
-_COMPARE = {"eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "ge": operator.ge, "lt": operator.lt,
-            "le": operator.le}
-
-
-class _Unsupported(Exception):
-    pass
-
-
-def _literal(node: Any) -> Any:
-    if isinstance(node, (ast.ArrayExpression, ast.SetExpression)):
-        return frozenset(_literal(v) for v in node.value) if isinstance(node, ast.SetExpression) \
-            else tuple(_literal(v) for v in node.value)
-    if isinstance(node, ast.FloatExpression):
-        return float(node.value)
-    if isinstance(node, (ast.StringExpression, ast.BooleanExpression)):
-        return node.value
-    raise _Unsupported(type(node).__name__)
-
-
-def _compile(node: Any) -> Callable[[Mapping[str, Any]], Any]:
-    if isinstance(node, ast.SymbolExpression) and node.scope is None:
-        name = node.name
-        return lambda f: f[name]
-    if isinstance(node, ast.LiteralExpressionBase):
-        value = _literal(node)
-        return lambda f: value
-    if isinstance(node, ast.LogicExpression):
-        left, right = _compile(node.left), _compile(node.right)
-        if node.type == "and":
-            return lambda f: bool(left(f) and right(f))
-        return lambda f: bool(left(f) or right(f))
-    if isinstance(node, ast.UnaryExpression):
-        inner = _compile(node.right)
-        if node.type == "not":
-            return lambda f: not inner(f)
-        return lambda f: -inner(f)
-    if isinstance(node, ast.ComparisonExpression) and type(node) in (ast.ComparisonExpression,
-                                                                       ast.ArithmeticComparisonExpression):
-        op, left, right = _COMPARE[node.type], _compile(node.left), _compile(node.right)
-        return lambda f: op(left(f), right(f))
-    if isinstance(node, ast.ContainsExpression):
-        member, container = _compile(node.member), _compile(node.container)
-        return lambda f: member(f) in container(f)
-    raise _Unsupported(type(node).__name__)
-
-
 def fast_predicate(condition: Condition) -> Callable[[Mapping[str, Any]], bool]:
-    """A closure equivalent to ``condition.matches`` for the common node types, else that method."""
-    try:
-        compiled = _compile(condition.rule.statement.expression)
-    except (_Unsupported, KeyError):
-        return lambda f: bool(condition.rule.matches(dict(schema.facts(f.row)) if isinstance(f, LazyFacts)
-                                                     else f))
-    return lambda f: bool(compiled(f))
+    """``condition.matches`` over lazily computed facts: the compiled closure of offers.rules reads only
+    the attributes it needs; anything it cannot answer goes to rule-engine with the full facts."""
+    def slow(f: Mapping[str, Any]) -> bool:
+        return bool(condition.rule.matches(dict(schema.facts(f.row)) if isinstance(f, LazyFacts) else f))
+
+    fast = condition.fast
+    if fast is None:
+        return slow
+
+    def run(f: Mapping[str, Any]) -> bool:
+        try:
+            return bool(fast(f))
+        except (TypeError, KeyError):
+            return slow(f)
+    return run
 
 
 def symbols(condition: Condition) -> frozenset[str]:

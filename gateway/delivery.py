@@ -150,11 +150,12 @@ class SmppDeliverer:
         self._send_ready()
         for listener in self.drained_listeners:
             listener()
+        more = bool(self.ready)
         room = self._room()
         if room > 0 and not self.ready:
-            self._claim(room)
+            more = self._claim(room) >= room  # a full claim: the table may hold more due rows
             self._send_ready()
-        if self.ready and self._room() <= 0 and self.bucket.tokens < 1:
+        if more and self.bucket.tokens < 1:  # held back by outbox.rate: come back when a token is due
             wait = max(0.001, (1 - self.bucket.tokens) / self.bucket.rate)
             self._pump_call = self.gateway.reactor.callLater(wait, self._pump)
 
@@ -183,15 +184,16 @@ class SmppDeliverer:
         with self.gateway.db() as session, session.begin():
             self.gateway.outbox.release(session, ids)
 
-    def _claim(self, room: int) -> None:
+    def _claim(self, room: int) -> int:
         accounts = [a for a in self.registry.accounts_with_receivers() if self.registry.capacity(a) > 0]
         if not accounts:
-            return
+            return 0
         gw = self.gateway
         with gw.db() as session, session.begin():
             rows = gw.outbox.claim(session, channel="smpp", limit=room, owner=self.owner,
                                    lease_s=CLAIM_LEASE_S, accounts=accounts)
             self.ready.extend(OutRow.of(row) for row in rows)
+        return len(rows)
 
     def _send_row(self, row: OutRow, receiver: Any) -> None:
         try:

@@ -76,9 +76,24 @@ def fixtures_target() -> Callable[[bytes], None]:
 
 
 def ussd_target() -> Callable[[bytes], None]:
-    from gateway.ussd import fuzz_entry
+    """The USSD dialog state machine on the demo menus: every input line a subscriber could type."""
+    from gateway.cli import DEMO_DIR
+    from gateway.sections import all_sections
+    from gateway.ussd import Route, UssdDialog
+    from offers.fixtures import parse_set, read_dir
 
-    return fuzz_entry()
+    parsed, _ = parse_set(read_dir(DEMO_DIR), all_sections())
+    book = parsed["ussd.menus"]
+    menu = book.menu_for("*200#")
+
+    def one(data: bytes) -> None:
+        dialog = UssdDialog(book, menu)
+        dialog.open()
+        for line in data.decode("utf-8", "replace").split("\n")[:20]:
+            result = dialog.answer(line[:160])
+            if isinstance(result, Route):
+                dialog.routed("shelf" if result.purpose == "offers" else "help", "ok", [])
+    return one
 
 
 TARGETS = {"smpp": smpp_target, "sip": sip_target, "fixtures": fixtures_target, "ussd": ussd_target}
@@ -101,7 +116,8 @@ def run_random(name: str, runs: int, seconds: float) -> dict:
     """Mutation fuzzing without coverage feedback (used when atheris is absent)."""
     target = TARGETS[name]()
     rng = random.Random(1)
-    seeds = SEEDS_SMPP if name == "smpp" else [b"INVITE sip:10086@h SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n\r\n", b"a: 1\n"]
+    seeds = {"smpp": SEEDS_SMPP, "ussd": [b"1\n1\n1", b"2\n0\n9", b"98\n98\n1\n1\n#\n*"]}.get(
+        name, [b"INVITE sip:10086@h SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n\r\n", b"a: 1\n"])
     start = time.monotonic()
     done = 0
     while done < runs and time.monotonic() - start < seconds:

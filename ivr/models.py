@@ -10,7 +10,10 @@ from __future__ import annotations
 from sqlalchemy import Boolean, Float, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from notifier.models import Survey  # the survey belongs to the messaging domain; re-exported for the IVR
 from offers.db import Base
+
+__all__ = ["BUSY_REASONS", "OUTCOMES", "BusyHourSms", "Call", "Survey"]
 
 OUTCOMES = ("not_found", "self_service", "balance", "handled", "abandoned", "failed")
 """not_found: 404 for an unknown number; self_service: ended in the menus; balance: a 1008611 call
@@ -44,25 +47,6 @@ class Call(Base):
         Index("ix_ivr_calls_started", "started_at"),
         Index("ix_ivr_calls_call_id", "call_id"),
     )
-
-
-class Survey(Base):
-    """One survey offered after an agent call (by SMS or on the IVR); ``score`` None until answered."""
-
-    __tablename__ = "ivr_surveys"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    call_id: Mapped[str] = mapped_column(String(200))
-    msisdn: Mapped[str] = mapped_column(String(64))
-    agent: Mapped[str] = mapped_column(String(32))
-    queue: Mapped[str] = mapped_column(String(32))
-    mode: Mapped[str] = mapped_column(String(8))  # sms / ivr
-    sent_at: Mapped[float] = mapped_column(Float)
-    expires_at: Mapped[float] = mapped_column(Float)
-    score: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    answered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-
-    __table_args__ = (Index("ix_ivr_surveys_msisdn_sent", "msisdn", "sent_at"),)
 
 
 class BusyHourSms(Base):

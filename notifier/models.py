@@ -110,3 +110,22 @@ class FixtureSetRow(Base):
     source: Mapped[str] = mapped_column(String(200))
     files: Mapped[dict[str, str]] = mapped_column(JSON)
     counts: Mapped[dict[str, int]] = mapped_column(JSON)
+
+
+class Survey(Base):
+    """One survey offered after an agent call (by SMS or on the IVR); ``score`` None until answered."""
+
+    __tablename__ = "ivr_surveys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(String(200))
+    msisdn: Mapped[str] = mapped_column(String(64))
+    agent: Mapped[str] = mapped_column(String(32))
+    queue: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[str] = mapped_column(String(8))  # sms / ivr
+    sent_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    score: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    answered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    __table_args__ = (Index("ix_ivr_surveys_msisdn_sent", "msisdn", "sent_at"),)

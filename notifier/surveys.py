@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ivr.models import Survey
+from notifier.models import Survey
 from notifier.outbox import Outbox
 from offers.catalog import normalize
 from offers.router import Inbound, Reply, Router

@@ -65,3 +65,56 @@ def test_sigkill_under_mo_load_loses_and_duplicates_nothing(tmp_path):
     doubled = {mo: ids for mo, ids in replies_by_mo.items() if len(ids) > 1}
     assert not missing, f"{len(missing)} acknowledged MO never got a reply"
     assert not doubled, f"MO answered by more than one reply message: {list(doubled.items())[:3]}"
+
+
+def test_sigkill_in_the_middle_of_a_campaign_sends_each_message_once(tmp_path):
+    import sqlite3
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from tests.test_campaign_e2e import _post
+
+    local = datetime.now(ZoneInfo("Asia/Shanghai"))
+    if local.hour == 23 and local.minute >= 58:
+        pytest.skip("the send window would wrap midnight")
+    quiet_off = ("--set", "campaign.quiet_start=00:00", "--set", "campaign.quiet_end=00:00")
+    gw = start_gateway(tmp_path, "--population", "0", *quiet_off)
+    window = f"{local:%H:%M}-{local + timedelta(minutes=1):%H:%M}"
+    campaign = {"id": "crash-care", "name": "crash", "kind": "care", "target": "tenure_months >= 0",
+                "offers": ["LL10"], "priority": 99, "schedule": {"date": "2099-01-01T00:00:00+08:00"},
+                "window": window, "templates": {"sms": "{{ offer_name }} 回复{{ order }}办理"}}
+    assert _post(gw, "/api/campaigns", campaign)[0] == 201
+    rx = RawESME("127.0.0.1", gw.ports["smpp"], kind="rx")
+    assert _post(gw, "/api/campaigns/crash-care/run")[0] in (200, 202)
+    deadline = time.monotonic() + 60
+    while len(rx.out.replies) < 10 and time.monotonic() < deadline:
+        rx.pump(0.1)
+    gw.stop(signal.SIGKILL)
+    received = list(rx.out.replies)
+    rx.sock.close()
+    assert len(received) >= 10, "the campaign did not start sending"
+
+    gw2 = start_gateway(tmp_path, "--population", "0", *quiet_off)
+    rx2 = RawESME("127.0.0.1", gw2.ports["smpp"], kind="rx")
+    db = sqlite3.connect(str(tmp_path / "gateway.db"))
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            rx2.pump(0.2)
+            open_rows = db.execute("SELECT count(*) FROM outbox WHERE campaign_id = 'crash-care' "
+                                   "AND state NOT IN ('delivered', 'failed', 'expired')").fetchone()[0]
+            if open_rows == 0:
+                break
+        rows = db.execute("SELECT message_id, dest, state FROM outbox WHERE campaign_id = 'crash-care'").fetchall()
+    finally:
+        db.close()
+        rx2.close()
+        gw2.stop()
+    received += rx2.out.replies
+    ids_by_dest: dict[str, set[str]] = defaultdict(set)
+    for reply in received:
+        ids_by_dest[reply["to"]].add(reply["id"])
+    assert rows and all(state == "delivered" for _, _, state in rows)
+    assert {mid for mid, _, _ in rows} == {r["id"] for r in received}, "every campaign message arrived"
+    assert all(len(ids) == 1 for ids in ids_by_dest.values()), "a subscriber got two different campaign messages"
+    assert len(ids_by_dest) == len(rows)

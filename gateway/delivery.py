@@ -90,6 +90,7 @@ class SmppDeliverer:
         self._failed: list[tuple[str, str, bool]] = []
         self.ready: deque[OutRow] = deque()
         self._checked_generation = -1
+        self.table_may_have_due = True
         self.in_flight: dict[str, InFlight] = {}
         self.running = False
         self.sent_listeners: list[Callable[[int], None]] = []
@@ -120,9 +121,16 @@ class SmppDeliverer:
         if self.running and (self._pump_call is None or not self._pump_call.active()):
             self._pump_call = self.gateway.reactor.callLater(0, self._pump)
 
+    def wake_table(self, *_: Any) -> None:
+        """Rows may be due in the table (new queued rows, a new bind): claim on the next pump."""
+        self.table_may_have_due = True
+        self.poke()
+
     def _poll(self) -> None:
         # Retries and delayed (staggered, quiet-hour) rows become due with no event: look every POLL_S.
-        self.poke()
+        # Otherwise the table is only queried when something says it may hold due rows: on the hot
+        # path replies are born leased and never need a claim.
+        self.wake_table()
         if self.running:
             self._poll_call = self.gateway.reactor.callLater(POLL_S, self._poll)
 
@@ -141,6 +149,8 @@ class SmppDeliverer:
             owner = row.get("lease_owner") if isinstance(row, dict) else getattr(row, "lease_owner", None)
             if owner == self.owner:
                 self.ready.append(OutRow.of(row))
+            else:
+                self.table_may_have_due = True
         self.poke()
 
     # --- sending ------------------------------------------------------------------------------------
@@ -152,8 +162,9 @@ class SmppDeliverer:
             listener()
         more = bool(self.ready)
         room = self._room()
-        if room > 0 and not self.ready:
+        if room > 0 and not self.ready and self.table_may_have_due:
             more = self._claim(room) >= room  # a full claim: the table may hold more due rows
+            self.table_may_have_due = more
             self._send_ready()
         if more and self.bucket.tokens < 1:  # held back by outbox.rate: come back when a token is due
             wait = max(0.001, (1 - self.bucket.tokens) / self.bucket.rate)

@@ -502,7 +502,7 @@ class SMPPServerService(service.Service):
             self.error_counter(status)
 
     def on_bind_change(self) -> None:
-        self.deliverer.poke()
+        self.deliverer.wake_table()
 
     # --- accepted messages ----------------------------------------------------------------------
 
@@ -572,7 +572,7 @@ class SMPPServerService(service.Service):
             for account in accounts[:1]:
                 gw.outbox.enqueue(session, kind="reply", source=service_number, dest=sender, text=RESEND_TEXT,
                                   account=account)
-        self.deliverer.poke()
+        self.deliverer.wake_table()
 
     # --- query / cancel / replace -------------------------------------------------------------------
 

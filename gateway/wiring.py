@@ -66,7 +66,7 @@ def build_surfaces(gateway, args, reactor, top: service.MultiService, smpp) -> d
     gateway.surfaces = extra
     from ivr.server import build_ivr
 
-    ivr_service = build_ivr(gateway, args, reactor, top, smpp.deliverer.poke)
+    ivr_service = build_ivr(gateway, args, reactor, top, smpp.deliverer.wake_table)
     stats.add("queue", lambda: ivr_service.live_stats().get("queue"))
     ports["sip"] = ivr_service
     ports["http"] = _http(gateway, args, reactor, top, extra)

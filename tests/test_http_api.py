@@ -373,6 +373,7 @@ def test_campaign_run_pause_resume(tmp_path):
     assert report["campaigns"][0]["state"] == "paused"
     assert client.post("/api/campaigns/care-roaming/resume").json()["state"] == "active"
     assert_error(client.post("/api/campaigns/no-such/run"), 404, "not_found")
+    assert_error(client.get("/api/reports/campaigns?campaign=no-such"), 404, "not_found")
     assert_error(client.post("/api/campaigns/care-roaming/pause", auth=False), 401)
 
 

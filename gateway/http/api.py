@@ -436,6 +436,11 @@ class OpsApi:
 
     # --- reports ----------------------------------------------------------------------------------
 
+    def _campaign_ids(self) -> set[str]:
+        snapshot = self.gw.snapshot
+        book = snapshot.extras.get("campaigns") if snapshot is not None else None
+        return set(getattr(book, "campaigns", None) or {})
+
     def report(self, request: Any, kind: str) -> Any:
         if kind not in REPORT_KINDS:
             raise not_found(f"no report '{kind[:40]}'; reports: {', '.join(REPORT_KINDS)}")
@@ -445,6 +450,8 @@ class OpsApi:
         campaign = self._query(request, "campaign")
         if campaign is not None and not CAMPAIGN_ID.match(campaign):
             raise invalid("campaign", "expected a campaign id")
+        if campaign is not None and campaign not in self._campaign_ids():
+            raise not_found(f"no campaign '{campaign}' in the fixtures being served")
         fn = _optional(*REPORT_SOURCES[kind])
         now = self.gw.now()
         with self.gw.db() as session:

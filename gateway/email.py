@@ -120,7 +120,23 @@ class _CommandHandler:
         return "250 2.0.0 OK: queued"
 
 
-class EmailIn:
+class _SmtpServer:
+    """An aiosmtpd controller (its own thread and asyncio loop) with the start/stop the service uses."""
+
+    controller: _Controller
+
+    def start(self) -> int:
+        self.controller.start()
+        return self.controller.port
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def port_number(self) -> int:
+        return self.controller.port
+
+
+class EmailIn(_SmtpServer):
     """SMTP in (aiosmtpd in a thread); :meth:`accept` runs on the reactor."""
 
     def __init__(self, gateway: Any, host: str, port: int, *, max_bytes: int = MAX_MAIL_BYTES,
@@ -132,16 +148,6 @@ class EmailIn:
                                       server_hostname="gateway.example")
         self.listeners: list[Any] = []  # called with the outbox row values of each reply queued
         self.stats = {"mails": 0, "unknown_senders": 0, "replies": 0}
-
-    def start(self) -> int:
-        self.controller.start()
-        return self.controller.port
-
-    def stop(self) -> None:
-        self.controller.stop()
-
-    def port_number(self) -> int:
-        return self.controller.port
 
     def accept(self, sender: str, rcpt: str, command: str) -> None:
         """One mail's command: route it for a known subscriber and queue the reply by email."""
@@ -326,7 +332,7 @@ class _SinkHandler:
         return "250 2.0.0 OK: stored"
 
 
-class MailSink:
+class MailSink(_SmtpServer):
     """``--smtp-sink``: an SMTP server that writes every mail it gets to ``folder`` (one .eml each)."""
 
     def __init__(self, folder: str | Path, host: str, port: int, max_bytes: int = 1024 * 1024):
@@ -334,16 +340,6 @@ class MailSink:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.controller = _Controller(_SinkHandler(self.folder), hostname=host, port=port,
                                       data_size_limit=max_bytes)
-
-    def start(self) -> int:
-        self.controller.start()
-        return self.controller.port
-
-    def stop(self) -> None:
-        self.controller.stop()
-
-    def port_number(self) -> int:
-        return self.controller.port
 
 
 # --- serve wiring ---------------------------------------------------------------------------------------

@@ -77,8 +77,8 @@ def benches(quick: bool) -> list[Bench]:
     return [
         Bench("smpp", m + ["bench.bench_smpp", "--count", "20000"], m + ["bench.bench_smpp", "--count", "4000"],
               _smpp_rows, 900),
-        Bench("ussd", m + ["bench.bench_ussd"], m + ["bench.bench_ussd", "--quick"], _ussd_rows, 600),
-        Bench("upstream", m + ["bench.bench_upstream"], m + ["bench.bench_upstream", "--quick"],
+        Bench("ussd", m + ["bench.bench_ussd"], m + ["bench.bench_ussd", "--sessions", "2000"], _ussd_rows, 600),
+        Bench("upstream", m + ["bench.bench_upstream"], m + ["bench.bench_upstream", "--count", "5000"],
               _upstream_rows, 600),
         Bench("sip", m + ["bench.bench_sip"], m + ["bench.bench_sip", "--quick"], _sip_rows, 1800),
         Bench("campaign", m + ["bench.bench_campaign", "--size", "1000000"],
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(column)
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    Console(width=120).print(table)
     print(f"written: {Path(OUT / 'summary.md')}", file=sys.stderr)
     return 0
 

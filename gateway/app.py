@@ -18,7 +18,7 @@ from sqlalchemy import select
 from twisted.logger import Logger
 
 from gateway.sections import all_sections
-from notifier.models import Account, FixtureSetRow, OpsToken
+from notifier.models import FixtureSetRow
 from notifier.outbox import Outbox
 from notifier.security import hash_token
 from offers.db import make_engine, migrate, session_factory, transaction
@@ -73,6 +73,7 @@ class Gateway:
     def __init__(self, reactor: Any, db_url: str, overrides: Mapping[str, Any] | None = None,
                  fits: Callable[[str, int], bool] | None = None):
         from offers.router import Router
+        from offers.shelf import default_fits
 
         self.reactor = reactor
         self.now: Callable[[], float] = reactor.seconds
@@ -84,8 +85,7 @@ class Gateway:
         self.snapshot: Snapshot | None = None
         self.live_settings = LiveSettings(self)
         self.outbox = Outbox(self.now, self.live_settings)
-        self.router = Router(lambda: self.snapshot.offers, self.live_settings, fits) if fits else \
-            Router(lambda: self.snapshot.offers, self.live_settings)
+        self.router = Router(lambda: self.snapshot.offers, self.live_settings, fits or default_fits)
         self.reload_listeners: list[Callable[[Snapshot], None]] = []
         self.started_at = time.time()
         # Names this process's leases; stable across restarts so a restarted process reclaims its own.
@@ -144,9 +144,8 @@ class Gateway:
         settings = Settings(parsed.get("config") or {}, self.overrides)
         accounts = {a["system_id"]: AccountInfo(
             system_id=a["system_id"], password_hash=a["password_hash"], bind_types=frozenset(a["bind_types"]),
-            max_binds=int(a.get("max_binds", 4)), rate=float(a.get("rate", 500)),
-            source_ranges=tuple(a.get("source_ranges") or ()), ip_allow=tuple(a.get("ip_allow") or ()),
-            receives_service_sms=bool(a.get("receives_service_sms", False)))
+            max_binds=a["max_binds"], rate=a["rate"], source_ranges=tuple(a["source_ranges"]),
+            ip_allow=tuple(a["ip_allow"]), receives_service_sms=a["receives_service_sms"])
             for a in parsed.get("accounts") or []}
         tokens = frozenset(t["token_sha256"] for t in parsed.get("ops_tokens") or [])
         version = (self.snapshot.version + 1) if self.snapshot else 1
@@ -171,11 +170,3 @@ class Gateway:
 
     def token_ok(self, token: str | None) -> bool:
         return bool(token) and self.snapshot is not None and hash_token(token) in self.snapshot.token_hashes
-
-    def db_accounts(self) -> list[Account]:
-        with self.db() as session:
-            return list(session.scalars(select(Account)))
-
-    def db_tokens(self) -> list[OpsToken]:
-        with self.db() as session:
-            return list(session.scalars(select(OpsToken)))

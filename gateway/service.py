@@ -102,7 +102,6 @@ def serve(args, overrides: dict[str, Any]) -> int:
         return 1
     top, port_sources = build_tree(gateway, args, reactor)
     ReadyLine(port_sources).setServiceParent(top)
-    exit_code = {"code": 0}
 
     def reload_fixtures(*_):
         reactor.callFromThread(_reload, gateway, args)
@@ -111,7 +110,7 @@ def serve(args, overrides: dict[str, Any]) -> int:
     top.startService()
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     reactor.run(installSignalHandlers=True)
-    return exit_code["code"]
+    return 0
 
 
 def _reload(gateway, args) -> None:

@@ -38,7 +38,7 @@ from gateway.smpp.session import (
     Timers,
     Unbound,
 )
-from gateway.smpp.text import Reassembler, TextError, concat_info_from_tlvs, decode_message, parse_udh
+from gateway.smpp.text import Reassembler, TextError, concat_info_from_tlvs, decode_message
 from gateway.ussd import is_ussd
 from notifier.outbox import new_message_id
 from notifier.security import verify_password
@@ -326,13 +326,18 @@ class SMPPServerProtocol(protocol.Protocol):
     def _req_data_sm(self, pdu) -> None:
         self._submit(pdu, pdu.params.get("destination_addr", ""))
 
-    def _submit(self, pdu, dest: str) -> None:
+    def _admit(self, pdu, source: str) -> bool:
+        """Rate, queue and source-range checks of a submit; a refusal is answered (and counted) here."""
         account = self._account()
-        source = pdu.params.get("source_addr", "")
         status = self._admission_status(account, source) if account else S.ESME_RINVBNDSTS
         if status:
             self.server.count_error(status)
             self._respond(pdu, status)
+        return not status
+
+    def _submit(self, pdu, dest: str) -> None:
+        source = pdu.params.get("source_addr", "")
+        if not self._admit(pdu, source):
             return
         ussd = self.server.ussd
         if ussd is not None and is_ussd(pdu):
@@ -346,33 +351,23 @@ class SMPPServerProtocol(protocol.Protocol):
         message_id = new_message_id()
         registered = pdu.params.get("registered_delivery", 0) & 0x03
         if text is None:  # one part of a long MO: accepted, held until the rest arrives
-            self.server.hold_part(self, source, dest, message_id, registered)
+            self.server.hold_part(source, dest, message_id, registered)
             self._respond(pdu, 0, message_id=message_id)
             self._flush()
             return
         self.server.accept_message(self, pdu, source, dest, text, message_id, registered)
 
     def _text_of(self, pdu, source: str, dest: str) -> str | None:
+        """The whole text, or None while parts of a long MO (UDH or SAR TLVs) are still missing."""
         tlvs = pdu.tlvs
         sar = concat_info_from_tlvs(tlvs.get(Tag.sar_msg_ref_num), tlvs.get(Tag.sar_total_segments),
                                     tlvs.get(Tag.sar_segment_seqnum))
-        esm_class = pdu.params.get("esm_class", 0)
-        data_coding = pdu.params.get("data_coding", 0)
-        payload = pdu.message
-        if sar is None and not esm_class & 0x40:
-            return decode_message(data_coding, payload)
-        concat, body = parse_udh(payload) if esm_class & 0x40 else (None, payload)
-        concat = concat or sar
-        if concat is None:
-            return decode_message(data_coding, body)
-        return self.server.reassembler.add(source, dest, concat.ref, concat.total, concat.seq, body, data_coding)
+        return self.server.reassembler.receive(source, dest, pdu.params.get("esm_class", 0),
+                                               pdu.params.get("data_coding", 0), pdu.message, sar)
 
     def _req_submit_multi(self, pdu) -> None:
-        account = self._account()
         source = pdu.params.get("source_addr", "")
-        status = self._admission_status(account, source) if account else S.ESME_RINVBNDSTS
-        if status:
-            self._respond(pdu, status)
+        if not self._admit(pdu, source):
             return
         try:
             text = decode_message(pdu.params.get("data_coding", 0), pdu.message)
@@ -509,7 +504,7 @@ class SMPPServerService(service.Service):
     def is_service_number(self, dest: str) -> bool:
         return dest in SERVICE_NUMBERS
 
-    def hold_part(self, conn: SMPPServerProtocol, source: str, dest: str, message_id: str,
+    def hold_part(self, source: str, dest: str, message_id: str,
                   registered: int) -> None:
         self.held_parts[(source, dest)].append((message_id, registered))
 

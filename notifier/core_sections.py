@@ -31,6 +31,8 @@ def parse_config(doc: Doc | None, _parsed: Parsed) -> tuple[dict[str, Any], list
     return out, problems
 
 
+ACCOUNT_DEFAULTS = {"max_binds": 4, "rate": 500.0, "source_ranges": [], "ip_allow": [],
+                    "receives_service_sms": False}
 ACCOUNT_FIELDS = {
     "system_id": (str, True), "password_hash": (str, True), "bind_types": (list, True),
     "max_binds": (int, False), "rate": ((int, float), False), "source_ranges": (list, False),
@@ -48,16 +50,16 @@ def _account_problems(doc: Doc, path: tuple, item: dict) -> list[Problem]:
     bad = [b for b in item["bind_types"] if b not in BIND_TYPES]
     if bad or not item["bind_types"]:
         problems.append(doc.problem(path + ("bind_types",), f"bind types must be among {', '.join(BIND_TYPES)}"))
-    if not 1 <= int(item.get("max_binds", 4)) <= 1000:
+    if not 1 <= int(item["max_binds"]) <= 1000:
         problems.append(doc.problem(path + ("max_binds",), "max_binds must be 1..1000"))
-    if not 0 < float(item.get("rate", 500)) <= 100000:
+    if not 0 < float(item["rate"]) <= 100000:
         problems.append(doc.problem(path + ("rate",), "rate must be > 0 and <= 100000 msg/s"))
-    for i, pattern in enumerate(item.get("source_ranges") or []):
+    for i, pattern in enumerate(item["source_ranges"]):
         try:
             re.compile(str(pattern))
         except re.error as exc:
             problems.append(doc.problem(path + ("source_ranges", i), f"invalid regular expression: {exc}"))
-    for i, net in enumerate(item.get("ip_allow") or []):
+    for i, net in enumerate(item["ip_allow"]):
         try:
             ipaddress.ip_network(str(net), strict=False)
         except ValueError as exc:
@@ -75,6 +77,10 @@ def parse_accounts(doc: Doc | None, _parsed: Parsed) -> tuple[list[dict], list[P
         path = ("accounts", i)
         found = check_fields(doc, path, item, ACCOUNT_FIELDS)
         if not found:
+            # one normalised form (defaults filled in) for validation, loading and the snapshot
+            item = {**ACCOUNT_DEFAULTS, **{k: v for k, v in item.items() if v is not None}}
+            item["max_binds"], item["rate"] = int(item["max_binds"]), float(item["rate"])
+            item["receives_service_sms"] = bool(item["receives_service_sms"])
             found = _account_problems(doc, path, item)
             if item["system_id"] in seen:
                 found.append(doc.problem(path + ("system_id",), f"duplicate system_id {item['system_id']!r}"))
@@ -90,9 +96,8 @@ def load_accounts(session, accounts: list[dict], _parsed: Parsed) -> int:
     for item in accounts:
         session.add(Account(
             system_id=item["system_id"], password_hash=item["password_hash"], bind_types=list(item["bind_types"]),
-            max_binds=int(item.get("max_binds", 4)), rate=float(item.get("rate", 500)),
-            source_ranges=list(item.get("source_ranges") or []), ip_allow=list(item.get("ip_allow") or []),
-            receives_service_sms=int(bool(item.get("receives_service_sms", False)))))
+            max_binds=item["max_binds"], rate=item["rate"], source_ranges=list(item["source_ranges"]),
+            ip_allow=list(item["ip_allow"]), receives_service_sms=int(item["receives_service_sms"])))
     return len(accounts)
 
 

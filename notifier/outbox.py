@@ -178,10 +178,6 @@ class Outbox:
             .values(state="expired", done_at=now), execution_options={"synchronize_session": False})
         return result.rowcount or 0
 
-    def next_due(self, session: Session, channel: str) -> float | None:
-        return session.scalar(select(func.min(OutboxMessage.next_attempt_at))
-                              .where(OutboxMessage.channel == channel, OutboxMessage.state == "queued"))
-
     @staticmethod
     def depth_by_state(session: Session) -> dict[str, int]:
         counts = dict.fromkeys(OUTBOX_STATES, 0)

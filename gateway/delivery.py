@@ -37,6 +37,7 @@ log = Logger(namespace="gateway.delivery")
 POLL_S = 1.0
 CLAIM_LEASE_S = 120.0
 RECORD_S = 0.05
+EXPIRE_EVERY_S = 10.0
 # Vendor-specific TLVs (SMPP 3.4 5.3.2: 0x1400-0x3FFF) on every reply part, so a tester can count
 # replies by id: the outbox message id (the same on a resend) and the MO message id it answers.
 TAG_GATEWAY_MESSAGE_ID = 0x1400
@@ -91,6 +92,7 @@ class SmppDeliverer:
         self.ready: deque[OutRow] = deque()
         self._checked_generation = -1
         self.table_may_have_due = True
+        self._next_expiry = 0.0
         self.in_flight: dict[str, InFlight] = {}
         self.running = False
         self.sent_listeners: list[Callable[[int], None]] = []
@@ -131,6 +133,13 @@ class SmppDeliverer:
         # Otherwise the table is only queried when something says it may hold due rows: on the hot
         # path replies are born leased and never need a claim.
         self.wake_table()
+        now = self.gateway.now()
+        if now >= self._next_expiry:  # rows nobody could take within smpp.validity end as expired
+            self._next_expiry = now + EXPIRE_EVERY_S
+            with self.gateway.db() as session, session.begin():
+                expired = self.gateway.outbox.expire_due(session)
+            if expired:
+                log.info("{n} outbox messages expired undelivered (smpp.validity)", n=expired)
         if self.running:
             self._poll_call = self.gateway.reactor.callLater(POLL_S, self._poll)
 

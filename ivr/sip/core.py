@@ -66,7 +66,7 @@ from ivr.sip.message import (
 )
 from ivr.sip.transaction import DONE, EXPIRE, RESEND, ClientTxn, ServerTxn, Timers, TimerValues
 
-__all__ = ["SipCore", "SendDatagram", "IncomingCall", "Dtmf", "CallAcked", "CallEnded", "Action",
+__all__ = ["SipCore", "SendDatagram", "IncomingCall", "Dtmf", "CallAcked", "CallEnded", "Action", "app_headers",
            "ALLOW"]
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,8 @@ Action = SendDatagram | IncomingCall | Dtmf | CallAcked | CallEnded
 Headers = Mapping[str, str] | Iterable[tuple[str, str]] | None
 
 
-def _app_headers(headers: Headers) -> list[tuple[str, str]]:
+def app_headers(headers: Headers) -> list[tuple[str, str]]:
+    """Application headers checked (no header the core writes itself) and their values encoded."""
     if not headers:
         return []
     items = headers.items() if isinstance(headers, Mapping) else headers
@@ -197,7 +198,7 @@ class SipCore:
         txn = call.invite
         offer = txn.request.body if txn.request.content_type == "application/sdp" else b""
         body = (sdp_answer(offer, self.local_host, next(self._tokens)) if offer else None) or b""
-        extra = [*self._dialog_headers(call), ("Allow", ALLOW), *_app_headers(headers)]
+        extra = [*self._dialog_headers(call), ("Allow", ALLOW), *app_headers(headers)]
         self._respond(txn, 200, extra, call.local_tag, body, "application/sdp")
         call.invite = None
         now = self._now()
@@ -208,7 +209,7 @@ class SipCore:
     def reject(self, call_id: str, status: int, headers: Headers = None) -> list[Action]:
         if not 300 <= status <= 699:
             raise ValueError(f"reject needs a 3xx-6xx status, not {status}")
-        return self._refuse(call_id, status, _app_headers(headers), "rejected")
+        return self._refuse(call_id, status, app_headers(headers), "rejected")
 
     def reply(self, event: Dtmf, status: int = 200, headers: Headers = None) -> list[Action]:
         if not 200 <= status <= 699:
@@ -216,24 +217,24 @@ class SipCore:
         out = self._begin()
         txn = event.txn
         if not txn.answered and self._txns.get(txn.key) is txn:
-            self._respond(txn, status, _app_headers(headers))
+            self._respond(txn, status, app_headers(headers))
         return out
 
     def send_info(self, call_id: str, headers: Headers) -> list[Action]:
         out = self._begin()
         call = self._calls.get(call_id)
         if call is not None and call.state != EARLY and not call.ended:
-            self._client_request(call, "INFO", _app_headers(headers))
+            self._client_request(call, "INFO", app_headers(headers))
         return out
 
     def hangup(self, call_id: str, headers: Headers = None) -> list[Action]:
         call = self._calls.get(call_id)
         if call is not None and call.state == EARLY:
-            return self._refuse(call_id, 480, _app_headers(headers), "gateway")
+            return self._refuse(call_id, 480, app_headers(headers), "gateway")
         out = self._begin()
         if call is None or call.ended:
             return out
-        call.ended, call.bye_headers = True, _app_headers(headers)
+        call.ended, call.bye_headers = True, app_headers(headers)
         self._emit(CallEnded(call_id, "gateway"))
         if call.state == CONFIRMED:
             self._bye(call)

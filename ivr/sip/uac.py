@@ -57,13 +57,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ivr.sip.core import ALLOW, DEFAULT_TIMES, MAGIC_COOKIE, Headers, app_headers
+from ivr.sip.core import ALLOW, DEFAULT_TIMES, MAGIC_COOKIE, Headers, app_headers, x_headers
 from ivr.sip.dialog import parse_dtmf
 from ivr.sip.message import (
     Request,
     Response,
     SIPParseError,
-    decode_header_text,
     encode_header_text,
     make_response,
     parse,
@@ -188,11 +187,6 @@ class UacCall:
 def _hostport(addr: Any) -> str:
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _x_headers(msg: Response) -> tuple[tuple[str, str], ...]:
-    return tuple((name, decode_header_text(value)) for name, value in msg.header_items()
-                 if name.lower().startswith("x-"))
 
 
 def _contact_uri(msg: Response) -> str:
@@ -480,7 +474,7 @@ class UacEndpoint:
             return
         call.state = CONFIRMED
         self._disarm(call, "A", "B", "ring", "cancel")
-        self._events.append(Answered(call.call_id, _x_headers(response)))
+        self._events.append(Answered(call.call_id, x_headers(response)))
 
     def _failure(self, call: UacCall, response: Response) -> None:
         if call.ack is not None:

@@ -16,7 +16,8 @@ hour too, higher for the top value grades (busy people).
 offer fits the subscriber: ``fit`` is the shelf's ``fit x value`` (``offers.shelf.score`` divided
 by the offer's priority: segment multipliers, trigger boost, affordability). An offer the
 subscriber is not eligible for is mostly refused; the phone response history pulls the
-propensity like the answer history above. Opting out is likelier for a poor fit, complaints,
+propensity like the answer history above. Opting out is likelier for a poor fit (an offer the
+subscriber is not eligible for counts as no fit at all), complaints,
 calls late in the evening, and subscribers who refused marketing consent.
 
 Unknown subscribers (``facts is None``), unknown offers or no segment parameters get the
@@ -72,7 +73,7 @@ class CalleeKnobs:
     accept_max: float = 0.6
     ineligible_accept: float = 0.2  # multiplier when the offer's eligibility is false
     opt_out_base: float = 0.03
-    opt_out_poor_fit: float = 0.07  # times (1 - fit) when fit < 1
+    opt_out_poor_fit: float = 0.07  # times (1 - fit) when fit < 1; fit 0 when not eligible
     opt_out_per_complaint: float = 0.02
     opt_out_late: float = 0.05  # calls at 21:00 and later, or before 08:00
     opt_out_no_consent: float = 0.5
@@ -157,14 +158,16 @@ def offer_reply(facts: Mapping[str, Any] | None, offer: CatalogOffer | None, hou
         fit, reasons = offer_fit(facts, offer, params)
         p_accept = _clamp(knobs.accept_per_fit * fit - 0.05, 0.01, knobs.accept_max)
         reasons.append(f"fit {fit:.3g} -> accept {p_accept:.3f}")
-        if not offer.eligibility.matches(facts):
+        eligible = offer.eligibility.matches(facts)
+        if not eligible:
             p_accept *= knobs.ineligible_accept
             reasons.append(f"not eligible ({offer.eligibility.text}) x{knobs.ineligible_accept:g}")
         p_accept = _with_history(p_accept, facts, "response", knobs, reasons)
-        p_opt_out += knobs.opt_out_poor_fit * max(0.0, 1.0 - fit)
+        p_opt_out += knobs.opt_out_poor_fit * max(0.0, 1.0 - (fit if eligible else 0.0))
         p_opt_out += knobs.opt_out_per_complaint * min(float(facts.get("complaints") or 0.0), 3.0)
         if not facts.get("consent_marketing", True):
             p_opt_out = knobs.opt_out_no_consent
+            p_accept = min(p_accept, 1.0 - p_opt_out - knobs.opt_out_late)
             reasons.append("no marketing consent")
     else:
         unknown = "offer" if offer is None else "subscriber" if facts is None else "segment parameters"

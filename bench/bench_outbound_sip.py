@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import ROOT, write_result
+from bench.common import OUT, ROOT, write_result
 
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 SCENARIO = ROOT / "tests" / "sipp" / "uas_answer.xml"
@@ -106,7 +106,7 @@ class Dialer:
 
 
 def start_sipp(port: int, total: int, seconds: float, workdir: Path) -> subprocess.Popen:
-    cmd = [SIPP, "-sf", str(SCENARIO), "-i", "127.0.0.1", "-p", str(port), "-m", str(total), "-l", "10000",
+    cmd = [SIPP, "-sf", str(SCENARIO), "-i", "127.0.0.1", "-p", str(port), "-m", str(total), "-l", "4000",
            "-nostdin", "-timeout", f"{int(seconds) + 90}s", "-trace_stat", "-stf", str(workdir / "stat.csv"),
            "-fd", "1", "-buff_size", str(4 * 1024 * 1024), "-trace_err", "-error_file", str(workdir / "errors.log")]
     return subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -160,7 +160,8 @@ def run(rate: int, seconds: float, grace: float, log) -> dict:
         totals = sipp_totals(workdir)
         errors = (workdir / "errors.log").read_text(errors="replace") if (workdir / "errors.log").exists() else ""
         if errors:
-            log("  sipp errors (first lines):\n" + "\n".join(errors.splitlines()[:12]))
+            (OUT / "outbound_sip_sipp_errors.log").write_text(errors)
+            log(f"  sipp reported errors: see {OUT / 'outbound_sip_sipp_errors.log'}")
     dial_s = max(dialer.last_placed - dialer.began, 1e-9)
     p50, p99 = percentile(dialer.setup_ms, 0.50), percentile(dialer.setup_ms, 0.99)
     return {"name": "outbound_sip", "rate_target": rate, "seconds_target": seconds, "calls": total,

@@ -1,6 +1,8 @@
 """ivr.sip.uac.UacEndpoint against a hand-written callee, one datagram at a time, on a fake clock."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ivr.sip.message import Request, Response, decode_header_text, make_response, parse
 from ivr.sip.transaction import TimerValues
@@ -290,3 +292,22 @@ def test_small_t1_scales_the_timers(clock):
     clock.t += 3.2
     ep.tick()
     assert ep.call(call.call_id).state == ENDED
+
+
+def test_every_prefix_of_a_response_is_harmless(ep):
+    call_id, callee = dial(ep)
+    whole = make_response(callee.invite, 180, to_tag=callee.tag).to_bytes()
+    for end in range(len(whole)):  # a truncated datagram: dropped or read as far as it goes, never a crash
+        for event in ep.receive_datagram(whole[:end], CALLEE):
+            assert event == Ringing(call_id, 180)
+    assert ep.counters["internal_errors"] == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=600))
+def test_junk_never_raises_nor_emits(data):
+    ep = UacEndpoint(FakeClock(), local_host="127.0.0.1", local_port=5070)
+    ep.place_call(CALLEE, "1", "2")
+    ep.datagrams_to_send()
+    assert ep.receive_datagram(data, CALLEE) == []
+    assert ep.counters["internal_errors"] == 0

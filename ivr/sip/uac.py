@@ -210,6 +210,7 @@ class UacEndpoint:
         self._contact = f"<sip:gateway@{self._sent_by}>"
         self._linger = max(TIMER_D, times.t64)
         self._calls: dict[str, UacCall] = {}
+        self._live = 0
         self._clients: dict[tuple[str, str], ClientTxn] = {}
         self._timers = Timers()
         self._events: list[UacEvent] = []
@@ -224,7 +225,7 @@ class UacEndpoint:
     @property
     def live_calls(self) -> int:
         """Calls not yet ended (lingering ones excluded)."""
-        return sum(1 for call in self._calls.values() if call.state != ENDED)
+        return self._live
 
     def call(self, call_id: str) -> UacCall | None:
         return self._calls.get(call_id)
@@ -269,6 +270,7 @@ class UacEndpoint:
         now = self._now()
         call = UacCall(call_id, addr, invite, branch, now, self._times.t1)
         self._calls[call_id] = call
+        self._live += 1
         self.counters["calls"] += 1
         self._arm(call, "A", now + self._times.t1)
         self._arm(call, "B", now + self._times.t64)
@@ -335,6 +337,8 @@ class UacEndpoint:
 
     def _end(self, call: UacCall) -> None:
         """No more INVITE timers; keep the call ``linger`` seconds to re-ACK and answer strays."""
+        if call.state != ENDED:
+            self._live -= 1
         call.state = ENDED
         self._disarm(call, "A", "B", "ring", "cancel")
         self._arm(call, "linger", self._now() + self._linger)

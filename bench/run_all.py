@@ -66,6 +66,12 @@ def _sip_rows(d: dict) -> list[tuple[str, str, str, str]]:
             ("queue sim: day of 200 agents (s)", _fmt(d.get("queue_day_200_agents_s")), "", "<= 5 s")]
 
 
+def _outbound_sip_rows(d: dict) -> list[tuple[str, str, str, str]]:
+    return [("outbound SIP calls/s completed (failed)", f"{_fmt(d.get('completed_per_s'))} ({_fmt(d.get('failed'))})",
+             "", ">= 200/s, 0 failed"),
+            ("  setup p50 / p99 ms", f"{_fmt(d.get('setup_p50_ms'))} / {_fmt(d.get('setup_p99_ms'))}", "", "")]
+
+
 def _campaign_rows(d: dict) -> list[tuple[str, str, str, str]]:
     return [(f"campaign plan, {d.get('subscribers', 0):,} subscribers (s)", _fmt(d.get("seconds")), "",
              "<= 60 s at 1M"),
@@ -81,6 +87,8 @@ def benches(quick: bool) -> list[Bench]:
         Bench("upstream", m + ["bench.bench_upstream"], m + ["bench.bench_upstream", "--count", "5000"],
               _upstream_rows, 600),
         Bench("sip", m + ["bench.bench_sip"], m + ["bench.bench_sip", "--quick"], _sip_rows, 1800),
+        Bench("outbound_sip", m + ["bench.bench_outbound_sip"], m + ["bench.bench_outbound_sip", "--quick"],
+              _outbound_sip_rows, 600),
         Bench("campaign", m + ["bench.bench_campaign", "--size", "1000000"],
               m + ["bench.bench_campaign", "--size", "50000"], _campaign_rows, 1800),
     ]

@@ -1,4 +1,4 @@
-"""``run_gateway.py simulate``: the testers' SMS/USSD client (smpplib), queue simulator, fake SMSC."""
+"""``run_gateway.py simulate``: the testers' SMS/USSD client (smpplib), queue simulator, fake SMSC, callees."""
 
 from __future__ import annotations
 
@@ -78,6 +78,32 @@ def add_parsers(parser: argparse.ArgumentParser) -> None:
     smsc.add_argument("--mo-rate", type=float, default=0.0,
                       help="MO per second: the CSV's pace, or without --mo-csv '200' from the demo numbers")
     smsc.set_defaults(simulate_handler=run_smsc)
+
+    callees = subs.add_parser(
+        "callees", formatter_class=Formatter,
+        help="a SIP UAS standing in for subscribers' phones on outbound calls",
+        description="Answer outbound calls as the subscribers would: answer, busy (486) or no answer (rings "
+                    "until CANCEL) with probabilities per segment and hour; once answered, an offer prompt (INFO "
+                    "with X-Offer-Code and X-IVR-Prompt) is accepted (DTMF 1), refused (2 or hang up) or opted "
+                    "out of (9) with a propensity that grows with the offer's fit to the subscriber. Facts come "
+                    "from --db (unknown numbers behave by default). Prints its port as JSON, and a JSON summary "
+                    "when stopped.\n\nexamples:\n"
+                    "  python run_gateway.py simulate callees --port 5080 --seed 1 --db sqlite:///var/gateway.db\n"
+                    "  python run_gateway.py simulate callees --port 0 --hour 19 --time-scale 0.1 --duration 60")
+    callees.add_argument("--host", default="127.0.0.1")
+    callees.add_argument("--port", type=int, default=5080, help="UDP port; 0 = pick a free one")
+    callees.add_argument("--seed", type=int, default=0, help="same seed, same behaviour per number and call")
+    callees.add_argument("--db", help="database URL with the subscribers (facts, segments)")
+    callees.add_argument("--fixtures", help="fixture directory for the offers catalog (default: the set loaded "
+                         "last into --db, else the demo fixtures)")
+    callees.add_argument("--tz", default="Asia/Shanghai", help="the subscribers' time zone for the hour of day")
+    callees.add_argument("--hour", type=int, choices=range(24), metavar="0-23",
+                         help="behave as at this local hour whatever the clock says")
+    callees.add_argument("--time-scale", type=float, default=1.0,
+                         help="multiply ringing and thinking times (0 = at once)")
+    callees.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until "
+                         "SIGINT/SIGTERM)")
+    callees.set_defaults(simulate_handler=run_callees)
 
 
 def run_sms(args) -> int:
@@ -173,5 +199,11 @@ def run_queue(args) -> int:
 
 def run_smsc(args) -> int:
     from gateway.smsc_sim import run
+
+    return run(args)
+
+
+def run_callees(args) -> int:
+    from ivr.callee_server import run
 
     return run(args)

@@ -38,15 +38,17 @@ SOCKET_BUFFER = 4 * 1024 * 1024
 class SipProtocol(DatagramProtocol):
     """Feeds datagrams to the IVR application built for the bound address."""
 
-    def __init__(self, reactor: Any, make_app: Callable[[SipCore], IvrApp], host: str) -> None:
+    def __init__(self, reactor: Any, make_app: Callable[[SipCore], IvrApp], host: str, **core_options: Any) -> None:
         self.reactor, self._make_app, self._host = reactor, make_app, host
+        self._core_options = core_options  # extra SipCore arguments (the callee simulator's info_events)
         self.app: IvrApp | None = None
         self._timer = None
 
     def startProtocol(self) -> None:
         self._grow_buffers()
         port = self.transport.getHost().port
-        self.app = self._make_app(SipCore(self.reactor.seconds, local_host=self._host, local_port=port))
+        self.app = self._make_app(SipCore(self.reactor.seconds, local_host=self._host, local_port=port,
+                                          **self._core_options))
 
     def _grow_buffers(self) -> None:
         """Room for bursts: a short reactor stall should queue datagrams, not drop them."""

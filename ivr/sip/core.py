@@ -18,6 +18,12 @@ Events (frozen dataclasses) the application gets:
         answered, or our INFO got no answer), "lost" (our INFO got 481/408),
         "rejected" (the app called reject) or "gateway" (the app called hangup)
 
+With ``info_events=True`` (the callee simulator; the IVR keeps it off) two more:
+
+    InfoReceived(call_id, headers, txn)   an INFO without a body (a prompt in its X-* headers):
+                                          answer with reply(event, ...)
+    InfoAnswered(call_id, status, headers)  the final response to our INFO, its X-* headers
+
 Calls the application makes; each returns the actions to perform, and a call that already
 ended (a race with the caller's BYE or CANCEL) simply returns ``[]``:
 
@@ -25,7 +31,8 @@ ended (a race with the caller's BYE or CANCEL) simply returns ``[]``:
     answer(call_id, headers)              200 OK (+SDP answer if offered), resent until ACK
     reject(call_id, status, headers=None) 3xx-6xx, e.g. 404 for an unknown service number
     reply(dtmf_event, status=200, headers=None)  the response to that INFO (new prompt)
-    send_info(call_id, headers)           gateway INFO in the dialog (Timer E/F client txn)
+    send_info(call_id, headers, body=b"", content_type=None)
+                                          gateway INFO in the dialog (Timer E/F client txn)
     hangup(call_id, headers=None)         BYE (held back until the ACK, RFC 3261 15);
                                           before the answer it is a 480
 
@@ -59,6 +66,7 @@ from ivr.sip.message import (
     Request,
     Response,
     SIPParseError,
+    decode_header_text,
     encode_header_text,
     make_response,
     parse,
@@ -66,8 +74,8 @@ from ivr.sip.message import (
 )
 from ivr.sip.transaction import DONE, EXPIRE, RESEND, ClientTxn, ServerTxn, Timers, TimerValues
 
-__all__ = ["SipCore", "SendDatagram", "IncomingCall", "Dtmf", "CallAcked", "CallEnded", "Action",
-           "ALLOW"]
+__all__ = ["SipCore", "SendDatagram", "IncomingCall", "Dtmf", "CallAcked", "CallEnded", "InfoReceived",
+           "InfoAnswered", "Action", "app_headers", "x_headers", "ALLOW"]
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +122,30 @@ class CallEnded:
     by: str
 
 
-Action = SendDatagram | IncomingCall | Dtmf | CallAcked | CallEnded
+@dataclass(frozen=True, slots=True)
+class InfoReceived:
+    """A non-DTMF INFO (only with ``info_events=True``): answer it with ``reply(event, ...)``."""
+
+    call_id: str
+    headers: tuple[tuple[str, str], ...]  # X-* headers, decoded
+    txn: ServerTxn = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class InfoAnswered:
+    """The final response to our INFO (only with ``info_events=True``)."""
+
+    call_id: str
+    status: int
+    headers: tuple[tuple[str, str], ...]  # X-* headers, decoded
+
+
+Action = SendDatagram | IncomingCall | Dtmf | CallAcked | CallEnded | InfoReceived | InfoAnswered
 Headers = Mapping[str, str] | Iterable[tuple[str, str]] | None
 
 
-def _app_headers(headers: Headers) -> list[tuple[str, str]]:
+def app_headers(headers: Headers) -> list[tuple[str, str]]:
+    """Application headers checked (no header the core writes itself) and their values encoded."""
     if not headers:
         return []
     items = headers.items() if isinstance(headers, Mapping) else headers
@@ -130,12 +157,18 @@ def _app_headers(headers: Headers) -> list[tuple[str, str]]:
     return out
 
 
+def x_headers(msg: Request | Response) -> tuple[tuple[str, str], ...]:
+    """The ``X-*`` headers of a message, values decoded (``decode_header_text``)."""
+    return tuple((name, decode_header_text(value)) for name, value in msg.header_items()
+                 if name.lower().startswith("x-"))
+
+
 class SipCore:
     """The UAS state machine for every call of one listening address. See the module doc."""
 
     def __init__(self, now: Callable[[], float], *, local_host: str, local_port: int,
                  max_calls: int = 10_000, max_transactions: int = 200_000,
-                 times: TimerValues = DEFAULT_TIMES, send_trying: bool = True) -> None:
+                 times: TimerValues = DEFAULT_TIMES, send_trying: bool = True, info_events: bool = False) -> None:
         self._now = now
         self.local_host = local_host
         host = f"[{local_host}]" if ":" in local_host and not local_host.startswith("[") else local_host
@@ -145,6 +178,7 @@ class SipCore:
         self._max_txns = max_transactions
         self._times = times
         self._send_trying = send_trying
+        self._info_events = info_events
         self._calls: dict[str, Call] = {}
         self._txns: dict[tuple, ServerTxn] = {}
         # INVITE transactions by (Call-ID, CSeq): ACK/CANCEL from UAs that change the branch.
@@ -197,7 +231,7 @@ class SipCore:
         txn = call.invite
         offer = txn.request.body if txn.request.content_type == "application/sdp" else b""
         body = (sdp_answer(offer, self.local_host, next(self._tokens)) if offer else None) or b""
-        extra = [*self._dialog_headers(call), ("Allow", ALLOW), *_app_headers(headers)]
+        extra = [*self._dialog_headers(call), ("Allow", ALLOW), *app_headers(headers)]
         self._respond(txn, 200, extra, call.local_tag, body, "application/sdp")
         call.invite = None
         now = self._now()
@@ -208,7 +242,7 @@ class SipCore:
     def reject(self, call_id: str, status: int, headers: Headers = None) -> list[Action]:
         if not 300 <= status <= 699:
             raise ValueError(f"reject needs a 3xx-6xx status, not {status}")
-        return self._refuse(call_id, status, _app_headers(headers), "rejected")
+        return self._refuse(call_id, status, app_headers(headers), "rejected")
 
     def reply(self, event: Dtmf, status: int = 200, headers: Headers = None) -> list[Action]:
         if not 200 <= status <= 699:
@@ -216,24 +250,25 @@ class SipCore:
         out = self._begin()
         txn = event.txn
         if not txn.answered and self._txns.get(txn.key) is txn:
-            self._respond(txn, status, _app_headers(headers))
+            self._respond(txn, status, app_headers(headers))
         return out
 
-    def send_info(self, call_id: str, headers: Headers) -> list[Action]:
+    def send_info(self, call_id: str, headers: Headers, body: bytes = b"",
+                  content_type: str | None = None) -> list[Action]:
         out = self._begin()
         call = self._calls.get(call_id)
         if call is not None and call.state != EARLY and not call.ended:
-            self._client_request(call, "INFO", _app_headers(headers))
+            self._client_request(call, "INFO", app_headers(headers), body, content_type)
         return out
 
     def hangup(self, call_id: str, headers: Headers = None) -> list[Action]:
         call = self._calls.get(call_id)
         if call is not None and call.state == EARLY:
-            return self._refuse(call_id, 480, _app_headers(headers), "gateway")
+            return self._refuse(call_id, 480, app_headers(headers), "gateway")
         out = self._begin()
         if call is None or call.ended:
             return out
-        call.ended, call.bye_headers = True, _app_headers(headers)
+        call.ended, call.bye_headers = True, app_headers(headers)
         self._emit(CallEnded(call_id, "gateway"))
         if call.state == CONFIRMED:
             self._bye(call)
@@ -445,7 +480,10 @@ class SipCore:
             return
         call.remote_cseq = cseq
         if not request.body.strip():
-            self._answer_new(request, key, addr, 200)
+            if self._info_events:
+                self._emit(InfoReceived(call.call_id, x_headers(request), self._new_txn(request, key, addr)))
+            else:
+                self._answer_new(request, key, addr, 200)
             return
         dtmf = parse_dtmf(request.content_type, request.body)
         if dtmf is None:
@@ -484,12 +522,18 @@ class SipCore:
         self._timers.cancel(txn.timer)
         if txn.method == "INFO" and response.status in (408, 481):  # RFC 3261 12.2.1.2
             self._lose(txn.call_id, "lost")
+        elif txn.method == "INFO" and self._info_events:
+            self._emit(InfoAnswered(txn.call_id, response.status, x_headers(response)))
 
     # ----------------------------------------------------------------- outgoing requests
-    def _client_request(self, call: Call, method: str, headers: list[tuple[str, str]]) -> None:
+    def _client_request(self, call: Call, method: str, headers: list[tuple[str, str]], body: bytes = b"",
+                        content_type: str | None = None) -> None:
         branch = f"{MAGIC_COOKIE}{self._token()}"
         via = f"SIP/2.0/UDP {self._sent_by};branch={branch};rport"
         request = call.request(method, via, self._contact, headers)
+        if body:
+            request.body = body
+            request.set("content-type", content_type or "application/octet-stream")
         data = request.to_bytes()
         txn = ClientTxn(branch, call.call_id, method, data, call.addr, self._now(), self._times)
         self._clients[branch] = txn

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 __all__ = [
     "MAX_DATAGRAM", "MAX_HEADERS", "SIPParseError", "Message", "Request", "Response", "Via",
@@ -95,12 +95,14 @@ def reason_phrase(status: int) -> str:
     return REASONS.get(status, "Unknown")
 
 
+@lru_cache(maxsize=1024)  # a few dozen names recur in every message; bounded against junk names
 def header_key(name: str) -> str:
     """The lookup key of a header name: lower case, compact form expanded."""
     name = name.lower()
     return COMPACT.get(name, name)
 
 
+@lru_cache(maxsize=1024)
 def spelling(key: str) -> str:
     """How a header name is written on the wire (``call-id`` -> ``Call-ID``)."""
     return _SPELLING.get(key) or "-".join(part.capitalize() for part in key.split("-"))
@@ -108,6 +110,9 @@ def spelling(key: str) -> str:
 
 def split_commas(value: str) -> list[str]:
     """Split a header value on commas outside quotes and <...> (multi-value headers)."""
+    if "," not in value:  # the common case, without the character walk
+        value = value.strip()
+        return [value] if value else []
     parts, start, quoted, angle, i = [], 0, False, False, 0
     while i < len(value):
         ch = value[i]

@@ -8,9 +8,10 @@
     d.next_deadline()       when advance() must run next (absolute clock time), or None
     d.done                  every target finished (answered, or out of attempts)
 
-Events in (what the call port reports): :class:`Ringing`, :class:`Answered`,
-:class:`Failed` (SIP status: 486 busy, 480/408 no answer, 487 cancelled, others failed),
-:class:`TimedOut`, :class:`DtmfReceived`, :class:`HungUp`.
+Events in are the SIP UAC's (:mod:`ivr.sip.uac`), with the dialer's call id: ``Answered``,
+``Failed`` (486/600 busy, 480/408/487 no answer, others failed), ``TimedOut`` (ring: no answer;
+before the answer otherwise failed; after it, the call is over), ``DtmfReceived``, ``HungUp``
+(the callee's BYE; our own hang-up is already recorded); ``Trying`` and ``Ringing`` change nothing.
 
 Commands out: :class:`Dial`, :class:`Cancel`, :class:`Hangup`, :class:`Prompt` (outbound IVR),
 :class:`Order` (press 1, or an agent's accepted outcome), :class:`OptOut` (press 9 / asked an
@@ -42,43 +43,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ivr.queue import Agent, AgentPickedUp, AgentQueue, CallAbandoned, CallHandled
+from ivr.sip.uac import Answered, DtmfReceived, Failed, HungUp, TimedOut, UacEvent
 
-__all__ = ["Answered", "Cancel", "Dial", "DialConfig", "Dialer", "DtmfReceived", "Failed", "Hangup", "HungUp",
-           "OptOut", "Order", "Prompt", "Record", "Refused", "Ringing", "TimedOut"]
-
-
-# --- events in -----------------------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Ringing:
-    call_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Answered:
-    call_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    call_id: str
-    status: int
-
-
-@dataclass(frozen=True, slots=True)
-class TimedOut:
-    call_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class DtmfReceived:
-    call_id: str
-    digit: str
-
-
-@dataclass(frozen=True, slots=True)
-class HungUp:
-    call_id: str
+__all__ = ["Cancel", "Dial", "DialConfig", "Dialer", "Hangup", "OptOut", "Order", "Prompt", "Record", "Refused"]
 
 
 # --- commands out --------------------------------------------------------------------------------------
@@ -88,6 +55,7 @@ class Dial:
     call_id: str
     msisdn: str
     attempt: int
+    offer: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +117,6 @@ class Record:
 
 
 Command = Dial | Cancel | Hangup | Prompt | Order | OptOut | Refused | Record
-Event = Ringing | Answered | Failed | TimedOut | DtmfReceived | HungUp
 RETRY = {"busy", "no_answer", "failed"}
 
 
@@ -264,7 +231,7 @@ class Dialer:
         self._pace()
         return out
 
-    def on_event(self, event: Event) -> list[Command]:
+    def on_event(self, event: UacEvent) -> list[Command]:
         out = self._out = []
         self._run_timers()
         self._run_queue()
@@ -361,7 +328,7 @@ class Dialer:
         self._ringing += 1
         self.stats.counts["dialled"] += 1
         self._bucket(t).dialled += 1
-        self._out.append(Dial(call_id, number.target.msisdn, number.attempts))
+        self._out.append(Dial(call_id, number.target.msisdn, number.attempts, number.target.offer))
 
     def _adapt(self, abandoned: bool) -> None:
         self._abandon_ewma += 0.02 * (abandoned - self._abandon_ewma)
@@ -374,16 +341,18 @@ class Dialer:
             self._gain = min(2.0, self._gain * 1.002)
 
     # ----------------------------------------------------------------- call events
-    def _handle(self, call: _Call, event: Event) -> None:
+    def _handle(self, call: _Call, event: UacEvent) -> None:
         if isinstance(event, Answered) and call.answered is None:
             self._answered(call)
-        elif isinstance(event, (Failed, TimedOut)) and call.answered is None:
-            status = getattr(event, "status", 408)
+        elif isinstance(event, Failed) and call.answered is None:
+            status = event.status
             self._finish(call, "busy" if status in (486, 600) else "no_answer" if status in (408, 480, 487)
                          else "failed")
+        elif isinstance(event, TimedOut) and call.answered is None:
+            self._finish(call, "no_answer" if event.phase == "ring" else "failed")
         elif isinstance(event, DtmfReceived) and call.answered is not None and self.config.channel == "ivr":
             self._key(call, event.digit)
-        elif isinstance(event, HungUp):
+        elif isinstance(event, (HungUp, TimedOut)):
             self._hung_up(call)
 
     def _answered(self, call: _Call) -> None:
@@ -467,7 +436,7 @@ class Dialer:
         if digit == "2" and call.prompts < 3:
             self._prompt(call)
             return
-        outcome = {"1": "accepted", "9": "opted_out"}.get(digit)
+        outcome = {"1": "accepted", "9": "opted_out", "2": "hungup"}.get(digit)  # 2 after three hearings: no order
         if outcome is None:
             return
         self._out.append(Prompt(call.call_id, "", "bye"))

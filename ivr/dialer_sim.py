@@ -17,19 +17,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ivr.dialer import (
-    Answered,
-    Cancel,
-    Dial,
-    Dialer,
-    DtmfReceived,
-    Failed,
-    Hangup,
-    HungUp,
-    Prompt,
-    Record,
-    Ringing,
-)
+from ivr.dialer import Cancel, Dial, Dialer, Hangup, Prompt, Record
+from ivr.sip.uac import Answered, DtmfReceived, Failed, HungUp, Ringing
 
 SEGMENT_ANSWER = {"A1": 0.8, "A2": 0.85, "B1": 0.95, "B2": 1.0, "C": 1.05, "D": 1.1}
 EVENING = range(18, 21)
@@ -99,9 +88,9 @@ class CalleeNetwork:
         segment = target.segment if target is not None else ""
         draw = self.rng.random()
         if draw < self.model.busy_rate:
-            self._at(self.rng.uniform(0.5, 2.0), Failed(dial.call_id, 486))
+            self._at(self.rng.uniform(0.5, 2.0), Failed(dial.call_id, 486, "Busy Here"))
             return
-        self._at(0.2, Ringing(dial.call_id))
+        self._at(0.2, Ringing(dial.call_id, 180))
         if draw < self.model.busy_rate + self.model.p_answer(segment, self.clock.t):
             self._at(self.rng.uniform(*self.model.ring_s), Answered(dial.call_id))
 
@@ -117,7 +106,7 @@ class CalleeNetwork:
         elif draw < p1 + 0.07:
             self._at(4.0, DtmfReceived(call_id, "2"))
         else:
-            self._at(self.rng.uniform(2.0, 8.0), HungUp(call_id))
+            self._at(self.rng.uniform(2.0, 8.0), HungUp(call_id, True))
 
 
 def run(dialer: Dialer, network: CalleeNetwork, clock: SimClock, until: float,

@@ -25,6 +25,7 @@ class ProjectState(Base):
     reason: Mapped[str | None] = mapped_column(String(500), nullable=True)  # why rejected / paused
     changed_at: Mapped[float] = mapped_column(Float)
     changed_by: Mapped[str] = mapped_column(String(64), default="fixtures")
+    plan: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {stage: plan figures when it started}
 
 
 class ProjectTransition(Base):

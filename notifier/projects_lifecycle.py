@@ -111,3 +111,10 @@ def history(session: Session, project_id: str, limit: int = 200) -> list[dict[st
                            .order_by(ProjectTransition.id).limit(limit))
     return [{"action": r.action, "from": r.from_state, "to": r.to_state, "who": r.who, "at": r.at,
              "reason": r.reason} for r in rows]
+
+
+def remember_plan(session: Session, project_id: str, stage: str, figures: dict[str, Any]) -> None:
+    """Keep the plan's figures (targeted, excluded by reason ...) of a stage as it starts, for the reports."""
+    row = session.get(ProjectState, project_id)
+    if row is not None:
+        row.plan = {**(row.plan or {}), stage: figures}

@@ -1,14 +1,14 @@
 """outbound call projects
 
-Revision ID: 9266127669bc
+Revision ID: f4c8b4e0f8cb
 Revises: 7025eb295b5e
-Create Date: 2026-12-01 23:26:14.545942
+Create Date: 2026-12-01 23:35:24.797038
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '9266127669bc'
+revision = 'f4c8b4e0f8cb'
 down_revision = '7025eb295b5e'
 branch_labels = None
 depends_on = None
@@ -55,6 +55,7 @@ def upgrade() -> None:
     sa.Column('reason', sa.String(length=500), nullable=True),
     sa.Column('changed_at', sa.Float(), nullable=False),
     sa.Column('changed_by', sa.String(length=64), nullable=False),
+    sa.Column('plan', sa.JSON(), nullable=False),
     sa.PrimaryKeyConstraint('project_id', name=op.f('pk_project_state'))
     )
     op.create_table('project_transitions',

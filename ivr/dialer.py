@@ -27,8 +27,9 @@ call is abandoned (the callee hears silence and the dialer hangs up). Pacing:
 
 - progressive: a call is placed only for an idle agent not yet covered by a ringing call;
 - predictive: calls are placed for the agents idle now and those expected to free up while
-  the new calls ring (busy x ring time / AHT), over the observed answer rate, times a gain that
-  follows the abandoned-call rate: above half the ceiling the gain drops, well below it rises.
+  the new calls ring (busy x ring time / AHT): as many ringing calls as bring that many answers
+  at the observed answer rate with a safety margin of ``z`` standard deviations (binomial), ``z``
+  following the abandoned-call rate: above 60% of the ceiling it grows, below 30% it shrinks.
 - an IVR project keeps ``lines`` calls up at once.
 """
 
@@ -46,6 +47,14 @@ from ivr.queue import Agent, AgentPickedUp, AgentQueue, CallAbandoned, CallHandl
 from ivr.sip.uac import Answered, DtmfReceived, Failed, HungUp, TimedOut, UacEvent
 
 __all__ = ["Cancel", "Dial", "DialConfig", "Dialer", "Hangup", "OptOut", "Order", "Prompt", "Record", "Refused"]
+
+
+def _calls_for(available: float, rate: float, z: float) -> float:
+    """Calls to have ringing so that the answers they bring (binomial, ``rate`` each) exceed the
+    ``available`` agents only ``z`` standard deviations out: N*p + z*sqrt(N*p*(1-p)) = available."""
+    b = z * math.sqrt(rate * (1.0 - rate))
+    x = (-b + math.sqrt(b * b + 4.0 * rate * available)) / (2.0 * rate)
+    return max(x, 0.0) ** 2
 
 
 # --- commands out --------------------------------------------------------------------------------------
@@ -192,7 +201,7 @@ class Dialer:
         self._open_numbers = 0
         self._out: list[Command] = []
         self.stats = Stats()
-        self._gain = 1.0
+        self._z = 1.0  # safety margin of the predictive dialer, in standard deviations of the answers
         self._abandon_ewma = 0.0  # abandoned share of answered calls, about the last 50
         self._answers = [0, 0]  # answered, finished attempts (answer-rate estimate)
         self.queue = AgentQueue(list(config.agents), config.aht_s, now=now, rng=rng) \
@@ -308,9 +317,8 @@ class Dialer:
         prior = 100
         rate = (self._answers[0] + prior * cfg.expected_answer_rate) / (self._answers[1] + prior)
         rate = max(rate, cfg.expected_answer_rate * 0.5)
-        soon = self._talking * self._free_soon
-        want = self._gain * max(idle + soon, 0.0) / max(rate, 0.05)
-        return int(want) - self._ringing
+        available = max(idle + self._talking * self._free_soon, 0.0)
+        return int(_calls_for(available, rate, self._z)) - self._ringing
 
     def _pace(self) -> None:
         n = self._can_dial()
@@ -336,9 +344,9 @@ class Dialer:
             return
         ceiling = self.config.abandon_ceiling
         if self._abandon_ewma > ceiling * 0.6:
-            self._gain = max(0.7, self._gain * 0.98)
+            self._z = min(4.0, self._z + 0.05)
         elif self._abandon_ewma < ceiling * 0.3:
-            self._gain = min(2.0, self._gain * 1.002)
+            self._z = max(-1.0, self._z - 0.005)
 
     # ----------------------------------------------------------------- call events
     def _handle(self, call: _Call, event: UacEvent) -> None:

@@ -4,8 +4,9 @@
 (:func:`ivr.outbound_sip.listen_outbound`) and every ``outbound.sync_s`` seconds (and at once when
 the HTTP API changes a project) compares the projects' lifecycle states with what it runs: a
 project that entered ``trial`` or ``rollout`` gets a :class:`ProjectRun` (its plan's targets for
-that stage, a :class:`~ivr.dialer.Dialer` on the reactor's clock); one that left them (paused,
-closed) has its live calls hung up and stops. Calls go to ``outbound.callee_host:callee_port``
+that stage, a :class:`~ivr.dialer.Dialer` on the reactor's clock, agents on shift for the day's
+calling window); one that left them (paused, closed) has its live calls hung up and stops. After
+the window a run ends and the next day's is planned again (numbers finished are no longer targets). Calls go to ``outbound.callee_host:callee_port``
 (``run_gateway.py simulate callees`` or a sipp UAS). Finished calls, orders (second confirmation
 by SMS through the router), opt-outs and refusals are written in one transaction per reactor turn.
 """
@@ -43,6 +44,7 @@ class ProjectRun:
         self.owner, self.project, self.stage = owner, project, stage
         tz = owner.timezone()
         start, end = send_window(project.window, gw.now(), tz)
+        self.until = end  # the agents' shift: the next day's window is a new run, planned again
         book: ProjectBook = owner.book()
         self.dialer = Dialer(dial_config(project, agents_for(project, start, end)), targets, now=gw.now,
                              rng=random.Random(f"{project.id}:{stage}"), allowed=allowed_fn(project, book, tz))
@@ -159,7 +161,12 @@ class DialerService(service.Service):
         return getattr(params, "timezone", "Asia/Shanghai")
 
     def live_stats(self) -> dict[str, Any]:
-        return {pid: run.summary() for pid, run in self.runs.items()}
+        """The dashboard's ``outbound`` figures: every project dialling now, the last two hours over time."""
+        out = {}
+        for pid, run in self.runs.items():
+            summary = run.summary()
+            out[pid] = dict(summary, over_time=summary["over_time"][-8:])
+        return out
 
     # ----------------------------------------------------------------- which projects dial
     def sync(self) -> None:
@@ -170,10 +177,12 @@ class DialerService(service.Service):
         with self.gw.db() as session:
             wanted = {pid: row.state for pid, row in projects_lifecycle.states(session).items()
                       if row.state in projects_lifecycle.DIALLING and pid in book.projects}
+        now = self.gw.now()
         for pid in list(self.runs):
-            if wanted.get(pid) != self.runs[pid].stage:
+            run = self.runs[pid]
+            if wanted.get(pid) != run.stage or (now >= run.until and not run.handles):
                 self.runs.pop(pid).stop()
-                log.info("project %s stopped dialling", pid)
+                log.info("project %s: %s stage stopped dialling", pid, run.stage)
         for pid, stage in wanted.items():
             if pid not in self.runs:
                 self._start(book, book.projects[pid], stage)

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import select
 
 from notifier import policy
-from notifier.campaign_sections import LazyFacts, fast_predicate
+from notifier.campaign_sections import fast_predicate
 from notifier.project_models import DoNotCall, ProjectState
 from offers.fixtures import Doc, Parsed, Problem, Section, check_fields, require_list
 from offers.rules import Condition, compile_condition
@@ -387,10 +387,6 @@ def load_projects(session: Any, book: ProjectBook, parsed: Parsed) -> int:
 
 def build_book(parsed: Parsed) -> ProjectBook:
     return parsed.get("notifier.projects") or ProjectBook()
-
-
-def facts_of(row: Mapping[str, Any]) -> LazyFacts:
-    return LazyFacts(row)
 
 
 SECTIONS = [Section("notifier.projects", "projects.yaml", parse_projects, load_projects, required=False)]

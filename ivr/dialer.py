@@ -229,8 +229,8 @@ class Dialer:
             heapq.heappop(heap)
         own = heap[0][0] if heap else None
         queue = self.queue.next_deadline() if self.queue is not None else None
-        if self._ready and self._can_dial() > 0:
-            return self._now()
+        # numbers become ready only from the timer heap, and every advance / event paces: nothing
+        # waits for a line between calls
         return min((t for t in (own, queue) if t is not None), default=None)
 
     def advance(self) -> list[Command]:
@@ -247,7 +247,6 @@ class Dialer:
         call = self._calls.get(event.call_id)
         if call is not None and not call.ended:
             self._handle(call, event)
-        self._run_queue()
         self._pace()
         return out
 
@@ -299,7 +298,8 @@ class Dialer:
                 self._ivr_timeout(obj)
 
     def _run_queue(self) -> None:
-        if self.queue is None:
+        due = self.queue.next_deadline() if self.queue is not None else None
+        if due is None or due > self._now():
             return
         for event in self.queue.advance():
             self._queue_event(event)

@@ -4,7 +4,8 @@ predictive abandoned-call rate <= 3%, agent occupancy >= 80%).
 The same dialer core the gateway runs (:mod:`ivr.dialer`) with the demo project ``data-alert-call``
 (its script, attempts, back-off, predictive pacing), 100 telephone managers on shift for the calling
 window, and simulated callees (:mod:`ivr.dialer_sim`) on a simulated clock: no sockets. Figures go to
-stdout, the last line one JSON object, and to ``bench/out/bench_outbound.json``.
+stdout, the last line one JSON object, to ``bench/out/bench_outbound.json``, and a picture of agent
+occupancy and the abandoned-call rate per hour to ``bench/out/bench_outbound.svg``.
 
     .venv/bin/python -m bench.bench_outbound --agents 100 --targets 50000
 """
@@ -24,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import write_result  # noqa: E402
+from bench.common import OUT, write_result  # noqa: E402
+from bench.plot import bar_chart_svg  # noqa: E402
 
 TARGET_S = 10.0
 TZ = "Asia/Shanghai"
@@ -100,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['dialled']}, answered {result['answered']}, abandon rate {result['abandon_rate']:.2%} "
           f"(<= 3%), occupancy {result['occupancy']:.1%} (>= 80%)")
     write_result("bench_outbound", result)
+    rows = [(datetime.fromtimestamp(r["t"], ZoneInfo(TZ)).strftime("%H:%M"), 100 * r["occupancy"],
+             100 * r["abandon_rate"]) for r in result["over_time"][::4]]
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "bench_outbound.svg").write_text(bar_chart_svg("occupancy and abandoned calls, a quarter hour each hour (%)", rows,
+                                                          ("occupancy %", "abandoned %")))
     print(json.dumps({k: v for k, v in result.items() if k != "over_time"}))
     return 0
 

@@ -77,7 +77,9 @@ def _no(code: str, reason: str) -> policy.Decision:
     return policy.Decision(False, code, reason)
 
 
-def choose_offer(project: Project, history: VoiceHistory, book: ProjectBook, now: float) -> policy.Decision:
+def choose_offer(project: Project, history: VoiceHistory, book: ProjectBook, now: float,
+                 tz: str = "Asia/Shanghai") -> policy.Decision:
+    """The first of the project's offers neither subscribed nor refused within the refusal window."""
     first = None
     since = now - book.voice.refusal_days * policy.DAY
     for code in project.offers:
@@ -86,7 +88,7 @@ def choose_offer(project: Project, history: VoiceHistory, book: ProjectBook, now
             continue
         refused = max((at for c, at in history.refusals if c == code and at > since), default=None)
         if refused is not None:
-            first = first or _no("refused_recently", f"refused {code} on {policy.local_date(refused, 'Asia/Shanghai')}, "
+            first = first or _no("refused_recently", f"refused {code} on {policy.local_date(refused, tz)}, "
                                                      f"no call about it for {book.voice.refusal_days:g} days")
             continue
         return policy.Decision(True, "ok", f"offer {code}", offer=code)
@@ -104,7 +106,7 @@ def decide(facts: Mapping[str, Any], history: VoiceHistory, project: Project, bo
     decision = policy.complaints(facts, policy.History(complaints=history.complaints), campaign_params, now)
     if not decision.ok:
         return decision
-    chosen = choose_offer(project, history, book, now)
+    chosen = choose_offer(project, history, book, now, campaign_params.timezone)
     if not chosen.ok:
         return chosen
     if history.done:

@@ -181,7 +181,7 @@ class Bucket:
 class Stats:
     counts: Counter = field(default_factory=Counter)
     buckets: dict[int, Bucket] = field(default_factory=dict)
-    occupancy: dict[int, float] = field(default_factory=dict)
+    occupancy: dict[int, list[float]] = field(default_factory=dict)  # bucket -> [busy s, agent s]
 
 
 _TIMER_RING, _TIMER_RETRY, _TIMER_IVR = 0, 1, 2
@@ -211,8 +211,8 @@ class Dialer:
         self._free_soon = 1.0 - math.exp(-config.ring_timeout_s * 0.4 / config.aht_s)
         self._busy_mark = (now(), 0.0, 0.0)
         for target in targets:
-            self._schedule_number(_Number(target), target.not_before)
             self._open_numbers += 1
+            self._schedule_number(_Number(target), target.not_before)
 
     # ----------------------------------------------------------------- public
     @property
@@ -266,7 +266,7 @@ class Dialer:
             "over_time": [{"t": self._bucket_start + k * self.config.bucket_s, "dialled": b.dialled,
                            "answered": b.answered, "abandoned": b.abandoned, "accepted": b.accepted,
                            "abandon_rate": round(b.abandoned / b.answered, 4) if b.answered else 0.0,
-                           "occupancy": round(self.stats.occupancy.get(k, 0.0), 4)}
+                           "occupancy": _share(self.stats.occupancy.get(k))}
                           for k, b in sorted(self.stats.buckets.items())],
         }
 
@@ -500,12 +500,18 @@ class Dialer:
         return bucket
 
     def _mark_occupancy(self) -> None:
-        """Occupancy of the bucket that just ended: busy agent-seconds over agent-seconds since the last mark."""
+        """Add the busy and available agent-seconds since the last mark to the bucket the mark fell in."""
         if self.queue is None:
             return
         t0, busy0, avail0 = self._busy_mark
         busy, avail = self.queue.busy_seconds(), self.queue.agent_seconds()
         if avail > avail0:
             key = int((t0 - self._bucket_start) // self.config.bucket_s)
-            self.stats.occupancy[key] = (busy - busy0) / (avail - avail0)
+            sums = self.stats.occupancy.setdefault(key, [0.0, 0.0])
+            sums[0] += busy - busy0
+            sums[1] += avail - avail0
         self._busy_mark = (self._now(), busy, avail)
+
+
+def _share(sums: list[float] | None) -> float:
+    return round(sums[0] / sums[1], 4) if sums and sums[1] else 0.0

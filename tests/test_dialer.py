@@ -144,6 +144,9 @@ def test_predictive_keeps_abandons_under_the_ceiling_and_agents_busy(parsed):
     assert summary["answered"] > 1000
     assert summary["abandon_rate"] <= project.pacing.abandon_ceiling
     assert summary["occupancy"] >= 0.8
+    buckets = summary["over_time"]
+    assert len(buckets) == 12 and all(0.5 < b["occupancy"] <= 1.0 for b in buckets[1:])
+    assert dialer.summary()["over_time"] == buckets  # reading the figures does not change them
 
 
 def test_the_dialer_never_calls_an_excluded_number(parsed, tmp_path):

@@ -19,7 +19,7 @@ import random
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import task
+from twisted.internet import task, threads
 
 from ivr.dialer import Cancel, Dial, Dialer, Hangup, OptOut, Order, Prompt, Record, Refused
 from ivr.dialer_project import agents_for, allowed_fn, dial_config
@@ -130,6 +130,7 @@ class DialerService(service.Service):
         self._writes: list[tuple[ProjectRun, Any]] = []
         self._flush_call = None
         self._loop: task.LoopingCall | None = None
+        self._starting: set[str] = set()
 
     # ----------------------------------------------------------------- service
     def startService(self) -> None:
@@ -188,6 +189,18 @@ class DialerService(service.Service):
                 self._start(book, book.projects[pid], stage)
 
     def _start(self, book: ProjectBook, project: Project, stage: str) -> None:
+        """Plan the stage in a worker thread (a scan of every subscriber), then dial on the reactor."""
+        if project.id in self._starting:
+            return
+        self._starting.add(project.id)
+        reactor = self.gw.reactor
+        d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), self._plan, book, project, stage)
+        d.addCallback(self._started, project, stage)
+        d.addErrback(lambda failure: log.error("project %s: %s stage not started: %s", project.id, stage,
+                                               failure.getErrorMessage()))
+        d.addBoth(lambda _: self._starting.discard(project.id))
+
+    def _plan(self, book: ProjectBook, project: Project, stage: str) -> list[Any]:
         from offers.sections import build_catalog
 
         snapshot = self.gw.snapshot
@@ -199,6 +212,14 @@ class DialerService(service.Service):
                    "sms_instead": len(result.sms_instead), "call": len(targets)}
         with self.gw.db() as session, session.begin():
             projects_lifecycle.remember_plan(session, project.id, stage, figures)
+        return targets
+
+    def _started(self, targets: list[Any], project: Project, stage: str) -> None:
+        if not self.running or project.id in self.runs:
+            return
+        with self.gw.db() as session:
+            if projects_lifecycle.state_of(session, project.id) != stage:
+                return  # paused or closed while it was being planned
         run = self.runs[project.id] = ProjectRun(self, project, stage, targets)
         log.info("project %s: %s stage dials %d numbers", project.id, stage, len(targets))
         run.tick()

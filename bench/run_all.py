@@ -78,6 +78,13 @@ def _campaign_rows(d: dict) -> list[tuple[str, str, str, str]]:
             ("  plan peak RSS MB", _fmt(d.get("peak_rss_mb")), "", "")]
 
 
+def _outbound_rows(d: dict) -> list[tuple[str, str, str, str]]:
+    return [(f"outbound day, {d.get('agents')} agents x {d.get('targets', 0):,} targets (s)", _fmt(d.get("elapsed_s")),
+             _fmt(d.get("cpu_s")), "<= 10 s"),
+            ("  predictive abandoned-call rate", _fmt(d.get("abandon_rate")), "", "<= 0.03"),
+            ("  agent occupancy", _fmt(d.get("occupancy")), "", ">= 0.80")]
+
+
 def benches(quick: bool) -> list[Bench]:
     m = [PY, "-m"]
     return [
@@ -91,6 +98,8 @@ def benches(quick: bool) -> list[Bench]:
               _outbound_sip_rows, 600),
         Bench("campaign", m + ["bench.bench_campaign", "--size", "1000000"],
               m + ["bench.bench_campaign", "--size", "50000"], _campaign_rows, 1800),
+        Bench("outbound", m + ["bench.bench_outbound"], m + ["bench.bench_outbound", "--targets", "10000",
+                                                              "--agents", "20"], _outbound_rows, 600),
     ]
 
 

@@ -97,6 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--db", default=DEFAULT_URL)
     plan.add_argument("--json", action="store_true")
 
+    p = _sub(subs, "project", "outbound call project tools", "python run_gateway.py project plan data-alert-call "
+             "--at 2026-12-02T10:00:00+08:00 --json")
+    psubs = p.add_subparsers(dest="project_command", required=True)
+    plan = _sub(psubs, "plan", "who would be called, who gets SMS instead, who is excluded and why (nothing is "
+                "dialled)", "python run_gateway.py project plan data-alert-call --at 2026-12-02T10:00:00+08:00 --json")
+    plan.add_argument("id")
+    plan.add_argument("--at", required=True, help="ISO time the plan is made for")
+    plan.add_argument("--db", default=DEFAULT_URL)
+    plan.add_argument("--json", action="store_true")
+
     p = _sub(subs, "hash-password", "scrypt hash for accounts.yaml", "python run_gateway.py hash-password s3cret")
     p.add_argument("password")
     p = _sub(subs, "hash-token", "SHA-256 of an ops bearer token for ops_tokens.yaml",
@@ -227,6 +237,14 @@ def cmd_campaign(args, parser) -> int:
     return code
 
 
+def cmd_project(args, parser) -> int:
+    from notifier.projects_plan import plan_command
+
+    code, output = plan_command(args.db, args.id, args.at, args.json)
+    print(output, file=sys.stderr if code else sys.stdout)
+    return code
+
+
 def cmd_hash_password(args, parser) -> int:
     from notifier.security import hash_password
 
@@ -254,6 +272,7 @@ def cmd_bench(args, parser) -> int:
 COMMANDS = {
     "serve": cmd_serve, "check-fixtures": cmd_check_fixtures, "load-fixtures": cmd_load_fixtures,
     "gen-population": cmd_gen_population, "explain": cmd_explain, "campaign": cmd_campaign,
+    "project": cmd_project,
     "hash-password": cmd_hash_password, "hash-token": cmd_hash_token, "simulate": cmd_simulate,
     "bench": cmd_bench,
 }

@@ -84,6 +84,7 @@ MODEL_MODULES = (
     "offers.models",
     "notifier.models",
     "notifier.campaign_models",
+    "notifier.project_models",
     "ivr.models",
 )
 

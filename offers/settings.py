@@ -52,6 +52,9 @@ KNOBS: dict[str, Knob] = {
     "outbox.rate": Knob(float, 2000.0, "MT messages per second the sender drains at most", 0.1, 100000),
     "campaign.quiet_start": Knob(str, "21:00", "start of quiet hours (local time HH:MM)"),
     "campaign.quiet_end": Knob(str, "08:00", "end of quiet hours (local time HH:MM)"),
+    "outbound.callee_host": Knob(str, "127.0.0.1", "IP address of the callees' SIP endpoint (simulate callees, sipp)"),
+    "outbound.callee_port": Knob(int, 5080, "UDP port of the callees' SIP endpoint", 1, 65535),
+    "outbound.sync_s": Knob(float, 5.0, "seconds between checks for projects to start or stop dialling", 0.1, 3600),
 }
 
 

@@ -10,6 +10,7 @@ and call the domain. Database reads run in the reactor thread; each is bounded
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib
 import io
 import json
@@ -35,6 +36,7 @@ from gateway.http.routes import (
     CSV,
     JSON,
     OUTBOX_STATES,
+    PROJECT_ACTIONS,
     REPORT_KINDS,
     REPORT_SOURCES,
     ROUTES,
@@ -48,6 +50,7 @@ log = Logger(namespace="gateway.http")
 MSISDN = re.compile(r"^\+?[0-9]{3,20}$")
 SERVICE = re.compile(r"^[0-9*#+]{1,20}$")
 CAMPAIGN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+PROJECT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 FIXTURE_PATH = re.compile(r"^(?!/)(?!.*\.\.)[\w./ -]{1,200}\.(ya?ml|json|j2)$")
 MAX_TEXT = 1000
 MAX_FIXTURE_FILES = 200
@@ -381,30 +384,33 @@ class OpsApi:
         return self._paged(request, items[offset:offset + limit + 1], limit, offset, len(items))
 
     def campaign_create(self, request: Any, body: dict[str, Any]) -> dict[str, Any]:
+        cid = body.get("id")
+        if not isinstance(cid, str) or not CAMPAIGN_ID.match(cid):
+            raise invalid("id", "expected a campaign id of letters, digits, '-', '_' or '.' (at most 64)")
+        return self._append_item("campaigns", cid, body)
+
+    def _append_item(self, kind: str, item_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Add one item to ``<kind>.yaml`` of the fixture set loaded last and load the whole set again."""
         import yaml
 
         from notifier.models import FixtureSetRow
 
-        cid = body.get("id")
-        if not isinstance(cid, str) or not CAMPAIGN_ID.match(cid):
-            raise invalid("id", "expected a campaign id of letters, digits, '-', '_' or '.' (at most 64)")
         with self.gw.db() as session:
             row = session.scalars(select(FixtureSetRow).order_by(FixtureSetRow.id.desc()).limit(1)).first()
         if row is None:
             raise ApiError(503, "no_fixtures", "no fixture set is loaded; POST /api/fixtures first")
         files = dict(row.files)
-        name = next((p for p in files if p.rsplit("/", 1)[-1] in ("campaigns.yaml", "campaigns.yml")),
-                    "campaigns.yaml")
+        name = next((p for p in files if p.rsplit("/", 1)[-1] in (f"{kind}.yaml", f"{kind}.yml")), f"{kind}.yaml")
         doc = yaml.safe_load(files.get(name) or "") or {}
-        campaigns = doc.setdefault("campaigns", []) if isinstance(doc, dict) else None
-        if not isinstance(campaigns, list):
-            raise ApiError(409, "conflict", f"{name} has no campaigns list to add to; upload the set instead")
-        if any(isinstance(c, dict) and c.get("id") == cid for c in campaigns):
-            raise ApiError(409, "conflict", f"campaign '{cid}' exists; pick another id")
-        campaigns.append(body)
+        items = doc.setdefault(kind, []) if isinstance(doc, dict) else None
+        if not isinstance(items, list):
+            raise ApiError(409, "conflict", f"{name} has no {kind} list to add to; upload the set instead")
+        if any(isinstance(c, dict) and c.get("id") == item_id for c in items):
+            raise ApiError(409, "conflict", f"'{item_id}' exists in {name}; pick another id")
+        items.append(body)
         files[name] = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
-        counts = self._apply(files, f"http: new campaign {cid}")
-        return {"id": cid, "file": name, "loaded": counts, "version": self.gw.snapshot.version}
+        counts = self._apply(files, f"http: new {kind[:-1]} {item_id}")
+        return {"id": item_id, "file": name, "loaded": counts, "version": self.gw.snapshot.version}
 
     def _scheduler(self) -> Any:
         scheduler = self.extra.get("scheduler")
@@ -433,6 +439,92 @@ class OpsApi:
         scheduler = self._scheduler()
         self._campaign_call(id, lambda: scheduler.resume(id))
         return {"campaign": id, "state": "active"}
+
+    # --- outbound call projects --------------------------------------------------------------------
+
+    def _project_book(self) -> Any:
+        return self._snapshot().extras["projects"]
+
+    def _project(self, project_id: str) -> Any:
+        if not PROJECT_ID.match(project_id):
+            raise invalid("id", "expected a project id of a-z, 0-9, '-' or '_' (at most 64)")
+        project = self._project_book().projects.get(project_id)
+        if project is None:
+            raise not_found(f"no project '{project_id}' in the fixtures being served")
+        return project
+
+    def _who(self, request: Any) -> str:
+        """The name of the ops token that authorised this write (ops_tokens.yaml)."""
+        from notifier.security import hash_token
+
+        token = (request.getHeader("authorization") or "").partition(" ")[2].strip()
+        digest = hash_token(token)
+        for item in self.gw.snapshot.parsed.get("ops_tokens") or ():
+            if item.get("token_sha256") == digest:
+                return str(item.get("name") or "ops")
+        return "ops"
+
+    def projects(self, request: Any) -> dict[str, Any]:
+        from notifier.projects_lifecycle import states
+
+        book = self._project_book()
+        with self.gw.db() as session:
+            rows = states(session)
+        items = [_project_json(p, rows.get(p.id)) for p in book.projects.values()]
+        return {"items": items, "total": len(items)}
+
+    def project_create(self, request: Any, body: dict[str, Any]) -> dict[str, Any]:
+        pid = body.get("id")
+        if not isinstance(pid, str) or not PROJECT_ID.match(pid):
+            raise invalid("id", "expected a project id of a-z, 0-9, '-' or '_' (at most 64)")
+        return dict(self._append_item("projects", pid, body), state="draft")
+
+    def project(self, request: Any, id: str) -> Any:
+        from notifier.project_models import ProjectState
+        from notifier.projects_lifecycle import history
+        from notifier.projects_report import project_report
+
+        project = self._project(id)
+        as_csv = self._wants_csv(request)
+        days = self._int(request, "days", 30, 1, 366)
+        now = self.gw.now()
+        with self.gw.db() as session:
+            row = session.get(ProjectState, id)
+            result = _project_json(project, row, full=True)
+            result["transitions"] = history(session, id)
+            result["report"] = project_report(session, now=now, since=now - days * 86400.0, project_id=id,
+                                              book=self._project_book())
+        if as_csv:
+            return Raw(self._csv("projects", result["report"]).encode("utf-8"), "text/csv; charset=utf-8",
+                       {"Content-Disposition": f'attachment; filename="project-{id}.csv"'})
+        dialer = self.extra.get("dialer")
+        run = dialer.runs.get(id) if dialer is not None else None
+        result["live"] = run.summary() if run is not None else None
+        return result
+
+    def project_action(self, request: Any, id: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        from notifier.projects_lifecycle import TransitionError, transition
+
+        if action not in PROJECT_ACTIONS:
+            raise not_found(f"no action '{action[:20]}'; one of {', '.join(PROJECT_ACTIONS)}")
+        self._project(id)
+        reason = body.get("reason")
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
+            raise invalid("reason", "expected a text of at most 500 characters")
+        unknown = set(body) - {"reason"}
+        if unknown:
+            raise invalid(sorted(unknown)[0], "unknown field; the body may hold only 'reason'")
+        try:
+            with self.gw.db() as session, session.begin():
+                result = transition(session, id, action, self._who(request), self.gw.now(), reason)
+        except TransitionError as exc:
+            field = "reason" if action == "reject" and not (reason or "").strip() else "action"
+            raise ApiError(409 if field == "action" else 400, "invalid_transition" if field == "action"
+                           else "invalid", str(exc), [{"field": field, "reason": str(exc)}]) from None
+        dialer = self.extra.get("dialer")
+        if dialer is not None:
+            dialer.sync()
+        return result
 
     # --- reports ----------------------------------------------------------------------------------
 
@@ -563,6 +655,27 @@ class OpsApi:
         self.prom.router_latency.labels(channel="http").observe(time.perf_counter() - started)
         self.prom.sms_in.labels(channel="http").inc()
         return reply
+
+
+def _project_json(project: Any, row: Any, full: bool = False) -> dict[str, Any]:
+    out = {"id": project.id, "name": project.name, "channel": project.channel, "offers": list(project.offers),
+           "state": row.state if row is not None else "draft", "reason": row.reason if row is not None else None,
+           "changed_at": row.changed_at if row is not None else None,
+           "changed_by": row.changed_by if row is not None else None,
+           "plan": dict(row.plan or {}) if row is not None else {}}
+    if full:
+        out.update(target=project.target.text, window=project.window_text(), attempts=project.attempts,
+                   backoff_s=list(project.backoff_s), pacing=dataclasses.asdict(project.pacing),
+                   trial={"share": project.trial.share, "count": project.trial.count, "seed": project.trial.seed},
+                   agents={"count": project.agents, "aht_s": project.aht_s},
+                   expected={"answer_rate": project.answer_rate, "accept_rate": project.accept_rate},
+                   sms_campaign=project.sms_campaign, prompt=project.prompt, note=project.note,
+                   script=[{"step": s.id, "text": s.text, "objections": [{"objection": o.text, "answer": o.answer}
+                                                                         for o in s.objections]}
+                           for s in project.script],
+                   qa={"sample": project.qa_sample, "rules": [{"id": r.id, "points": r.points, r.check: r.value,
+                                                               "text": r.text} for r in project.qa_rules]})
+    return out
 
 
 def _reply_json(reply: Any, message_id: str) -> dict[str, Any]:

@@ -15,6 +15,9 @@ Every key is optional; the page shows "—" for what is missing.
   "excluded": {reason: n}, "excluded_total"}]``
 - ``binds``: ``{"upstream": {"configured": bool, "state": "bound"|"connecting"|"down"|"off", "peer"},
   "esme": [{"account", "bind_type", "count"}]}``
+- ``outbound``: ``{project_id: {"project", "stage", "live_calls", "dialled", "answered", "abandoned",
+  "abandon_rate", "occupancy", "outcomes": {outcome: n}, "over_time": [the last 8 quarter hours]}}``
+  for every project dialling now (``ivr.dialer_service``)
 - ``pipeline``: the MO pipeline counters (``mo``, ``replies``, ``errors``, ``batches``)
 
 ``extra["stats"]`` (a ``Callable[[], dict]`` the service passes to ``make_resource``) supplies

@@ -71,6 +71,18 @@ SCHEMAS: dict[str, Any] = {
             "start": {"type": "string"}, "end": {"type": "string"}, "repeat_after_days": {"type": "number"},
             "thresholds": OBJECT, "templates": {"type": "object", "additionalProperties": {"type": "string"}},
             "source": {"type": "string"}, "account": {"type": "string"}, "note": {"type": "string"}}},
+    "ProjectNew": {
+        "type": "object", "required": ["id", "name", "target", "offers", "channel", "window", "trial", "script"],
+        "description": "one item of projects.yaml; checked with the whole fixture set (rule types, offer codes, "
+                       "script steps, QA rules), so a well-formed body can still get 422",
+        "properties": {
+            "id": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,63}$"}, "name": {"type": "string"},
+            "target": {"type": "string"}, "offers": {"type": "array", "items": {"type": "string"}},
+            "channel": {"type": "string", "enum": ["agent", "ivr"]}, "window": {"type": "string"},
+            "trial": OBJECT, "script": {"type": "array", "items": OBJECT}}},
+    "ProjectAction": {"type": "object", "additionalProperties": False,
+                      "properties": {"reason": {"type": "string", "maxLength": 500,
+                                                "description": "required to reject; kept for pause and close"}}},
     "Report": {"type": "object", "additionalProperties": True},
     "OutboxPage": _page({"type": "object", "properties": {
         "id": {"type": "integer"}, "message_id": {"type": "string"}, "kind": {"type": "string"},

@@ -19,7 +19,8 @@ FIXTURE_BODY = 8 * KIB * KIB
 REPORT_SOURCES = {"campaigns": ("notifier.reports", "campaign_report"),
                   "surveys": ("notifier.surveys", "survey_report"),
                   "busy-hour": ("ivr.reports", "busy_hour_report"),
-                  "ivr": ("ivr.reports", "ivr_report")}
+                  "ivr": ("ivr.reports", "ivr_report"),
+                  "projects": ("notifier.projects_report", "project_report")}
 REPORT_KINDS = tuple(REPORT_SOURCES)
 # Reports whose module this build has; the others answer 501 and stay out of the document.
 DOCUMENTED_REPORTS = tuple(k for k, (module, _) in REPORT_SOURCES.items() if importlib.util.find_spec(module))
@@ -63,6 +64,9 @@ MSISDN = Param("msisdn", "path", {"type": "string", "pattern": r"^\+?[0-9]{3,20}
                required=True, example="13800000001")
 CAMPAIGN_ID = Param("id", "path", {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
                     "campaign id", required=True, example="care-roaming")
+PROJECT_ID = Param("id", "path", {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,63}$"}, "project id",
+                   required=True, example="data-alert-call")
+PROJECT_ACTIONS = ("approve", "reject", "start", "go", "pause", "close")
 FORMAT = Param("format", "query", {"type": "string", "enum": ["json", "csv"]},
                "csv for a download (Accept: text/csv does the same)")
 
@@ -99,6 +103,23 @@ ROUTES: tuple[Route, ...] = (
           write=True, params=(CAMPAIGN_ID,), errors=(400, 401, 404, 503)),
     Route("POST", "/api/campaigns/{id}/resume", "campaign_resume", "resume a paused campaign", "campaigns",
           "Object", write=True, params=(CAMPAIGN_ID,), errors=(400, 401, 404, 503)),
+    Route("GET", "/api/projects", "projects", "every outbound call project with its lifecycle state", "projects",
+          "Object", errors=(503,)),
+    Route("POST", "/api/projects", "project_create", "add an outbound call project as a draft (validated with the "
+          "whole fixture set)", "projects", "Object", ok=201, write=True, body="ProjectNew",
+          errors=(400, 401, 409, 413, 415, 422, 503)),
+    Route("GET", "/api/projects/{id}", "project", "a project: definition, state and why, transitions, live dialer "
+          "figures and its report (trial beside roll-out and the expected figures, QA findings)", "projects",
+          "Object", params=(PROJECT_ID, FORMAT,
+                            Param("days", "query", {"type": "integer", "minimum": 1, "maximum": 366, "default": 30},
+                                  "calls of the last N days")),
+          media=(JSON, CSV), errors=(400, 404, 503)),
+    Route("POST", "/api/projects/{id}/{action}", "project_action", "approve, reject (with a reason), start (the "
+          "trial first), go (roll-out after the trial), pause or close a project", "projects", "Object",
+          write=True, body="ProjectAction",
+          params=(PROJECT_ID, Param("action", "path", {"type": "string", "enum": list(PROJECT_ACTIONS)},
+                                    "the lifecycle step", required=True, example="approve")),
+          errors=(400, 401, 404, 409, 413, 415, 503)),
     Route("GET", "/api/reports/{kind}", "report", "campaign, survey, busy-hour and IVR reports", "reports",
           "Report",
           params=(Param("kind", "path", {"type": "string", "enum": list(DOCUMENTED_REPORTS)}, "which report",

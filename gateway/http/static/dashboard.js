@@ -249,6 +249,49 @@ function renderCampaigns(list) {
   }
 }
 
+function renderOutbound(runs) {
+  const box = $("outbound");
+  const list = Object.values(runs || {});
+  if (!list.length) return;
+  clear(box);
+  for (const r of list.slice(0, 6)) {
+    const el = document.createElement("div");
+    el.className = "camp";
+    el.innerHTML = `<div class="camp-head"><div><span class="camp-name"></span></div><span class="state"></span></div>` +
+      `<div class="camp-nums"></div><div class="chips"></div>`;
+    el.querySelector(".camp-name").textContent = r.project;
+    const state = el.querySelector(".state");
+    state.textContent = r.stage === "trial" ? "trial 试呼" : "rollout 推广";
+    state.classList.add("active");
+    const pct = (v) => (v === null || v === undefined ? "—" : `${(100 * v).toFixed(1)}%`);
+    const nums = el.querySelector(".camp-nums");
+    for (const [label, v] of [["dialled 呼出", fmt(r.dialled)], ["answered 接通", fmt(r.answered)],
+      ["live 通话中", fmt(r.live_calls)], ["abandoned 放弃", pct(r.abandon_rate)], ["occupancy 占用", pct(r.occupancy)]]) {
+      const span = document.createElement("span");
+      span.textContent = `${label} `;
+      const b = document.createElement("b");
+      b.textContent = v;
+      span.appendChild(b);
+      nums.appendChild(span);
+    }
+    const chips = el.querySelector(".chips");
+    for (const [outcome, n] of Object.entries(r.outcomes || {}).sort((a, b) => b[1] - a[1])) {
+      const chip = document.createElement("span");
+      chip.className = "chip";
+      chip.textContent = `${outcome} ${fmt(n)}`;
+      chips.appendChild(chip);
+    }
+    for (const b of (r.over_time || []).slice(-8)) {
+      const chip = document.createElement("span");
+      chip.className = "chip";
+      chip.textContent = `${new Date(b.t * 1000).toLocaleTimeString("zh-CN", { hour12: false }).slice(0, 5)} ` +
+        `abandon ${pct(b.abandon_rate)} occ ${pct(b.occupancy)}`;
+      chips.appendChild(chip);
+    }
+    box.appendChild(el);
+  }
+}
+
 function renderBinds(b) {
   b = b || {};
   const up = b.upstream || {};
@@ -282,6 +325,7 @@ function render(stats) {
   renderBusy(stats.busy_hour);
   renderSurvey(stats.survey);
   renderCampaigns(stats.campaigns);
+  renderOutbound(stats.outbound);
   renderBinds(stats.binds);
   setText("fixtures-version", stats.fixtures_version ?? "—");
   setText("updated", `updated ${new Date().toLocaleTimeString("zh-CN", { hour12: false })}`);

@@ -232,6 +232,8 @@ class SMPPServerProtocol(protocol.Protocol):
         password = pdu.params.get("password", "")
         kind = BIND_KIND[pdu.command]
         self.server.count_pdu(pdu.command, "in")
+        # The session holds what follows the bind until it is decided: stop reading meanwhile.
+        self.transport.pauseProducing()
         account = self.gateway.account(system_id)
         status = self._bind_precheck(account, kind)
         if status:
@@ -270,13 +272,19 @@ class SMPPServerProtocol(protocol.Protocol):
                                f"{account.system_id!r} already has {account.max_binds} binds")
             return
         self.server.guard.failures.pop(self.peer_ip, None)
-        self.session.accept_bind(pdu, system_id="10086")
         self.system_id, self.bind_kind = account.system_id, kind
         self.server.registry.add(self)
         log.info("bound {sid} as {kind} from {ip}", sid=account.system_id, kind=kind, ip=self.peer_ip)
+        self._bind_decided(self.session.accept_bind(pdu, system_id="10086"))
+        self.server.on_bind_change()
+
+    def _bind_decided(self, held_events: list) -> None:
+        """The bind_resp is queued: answer what the peer pipelined behind the bind, read on."""
+        self._handle(held_events)
         self._flush()
         self._reschedule()
-        self.server.on_bind_change()
+        if self.transport is not None and not self._closing:
+            self.transport.resumeProducing()
 
     def _reject_later(self, pdu, status: int, why: str) -> None:
         """Refuse a bind; repeated failures from one address are answered ever more slowly."""
@@ -287,9 +295,7 @@ class SMPPServerProtocol(protocol.Protocol):
 
         def answer() -> None:
             if self.session is not None and not self._closing:
-                self.session.reject_bind(pdu, status)
-                self._flush()
-                self._reschedule()
+                self._bind_decided(self.session.reject_bind(pdu, status))
 
         if delay > 0:
             self.gateway.reactor.callLater(delay, answer)

@@ -207,7 +207,7 @@ SPEC_TABLE = {
     "query_sm": (True, False, TX),
     "cancel_sm": (True, False, TX),
     "replace_sm": (True, False, TX),
-    "enquire_link": (True, True, BOUND),
+    "enquire_link": (True, True, set(State) - {State.CLOSED}),  # a link check, answered before a bind too
     "alert_notification": (False, True, RX),
 }
 REQUESTS = [c.name for c in CommandId if not c & 0x80000000]
@@ -269,6 +269,9 @@ def test_state_table(role, state, command):
     request = PDU.make(command, 77, **SAMPLE_PARAMS.get(command, {}))
     events = session.receive_data(encode(request))
     replies = decode_all(session.data_to_send())
+    if role == SMSC and state is State.BIND_PENDING:  # held until the bind is decided (tested below)
+        assert (events, replies) == ([], [])
+        return
     status = expected_outcome(role, state, command)
     if status is None:
         if command in ("enquire_link", "unbind"):
@@ -290,7 +293,8 @@ def test_unsolicited_responses_are_reported_not_answered(role, state, command):
     session = session_in(role, state)
     events = session.receive_data(encode(PDU.make(command, 5000)))
     assert session.data_to_send() == b""
-    assert [type(e) for e in events] == [ProtocolViolation]
+    # Behind a pending bind even a stray response waits its turn (reported once the bind is decided).
+    assert [type(e) for e in events] == ([] if (role, state) == (SMSC, State.BIND_PENDING) else [ProtocolViolation])
     assert session.state is state
 
 
@@ -644,12 +648,90 @@ def test_peer_unbind_is_answered_when_the_application_stalls():
     assert [p.command for p in decode_all(session.data_to_send())] == ["unbind_resp"]
 
 
-def test_request_pipelined_behind_a_bind_is_refused():
+# --- requests pipelined behind a bind ----------------------------------------------------------
+
+
+def pipelined(data: bytes, byte_by_byte: bool) -> tuple[Session, PDU, list]:
+    """A server session fed a bind and what follows it; returns the bind and the other events."""
     session = Session(SMSC, Clock().seconds)
-    events = session.receive_data(BIND + CONVERSATION[: int.from_bytes(CONVERSATION[:4], "big")])
-    assert [type(e) for e in events] == [BindRequested, ProtocolViolation]
-    [refused] = decode_all(session.data_to_send())
-    assert (refused.command, refused.command_status) == ("submit_sm_resp", S.ESME_RINVBNDSTS)
+    events = feed(session, data, byte_by_byte)
+    assert isinstance(events[0], BindRequested)
+    assert session.data_to_send() == b"", "nothing is answered before the bind is decided"
+    return session, events[0].pdu, events[1:]
+
+
+def answer_all(session: Session, events: list) -> list[tuple[str, int, int]]:
+    for event in events:
+        if isinstance(event, RequestReceived):
+            session.respond(event.pdu, message_id="m")
+    return [(p.command, p.command_status, p.sequence_number) for p in decode_all(session.data_to_send())]
+
+
+@pytest.mark.parametrize("byte_by_byte", [False, True])
+def test_requests_pipelined_behind_a_bind_are_answered_after_it_in_order(byte_by_byte):
+    session, bind, later = pipelined(BIND + CONVERSATION, byte_by_byte)
+    assert later == [] and session.state is State.BIND_PENDING
+    events = session.accept_bind(bind, system_id="gw")
+    assert [type(e) for e in events] == [RequestReceived, RequestReceived, RequestReceived, Unbound]
+    assert answer_all(session, events) == [
+        ("bind_transceiver_resp", 0, 1),
+        ("enquire_link_resp", 0, 4),
+        ("submit_sm_resp", 0, 2),
+        ("submit_sm_resp", 0, 3),
+        ("submit_sm_resp", 0, 5),
+        ("unbind_resp", 0, 6),
+    ]
+
+
+@pytest.mark.parametrize("byte_by_byte", [False, True])
+def test_requests_behind_a_refused_bind_meet_the_open_state(byte_by_byte):
+    first = CONVERSATION[: int.from_bytes(CONVERSATION[:4], "big")]
+    probe = encode(PDU.make("enquire_link", 9))
+    session, bind, _ = pipelined(BIND + first + probe, byte_by_byte)
+    events = session.reject_bind(bind, S.ESME_RINVPASWD)
+    assert [(type(e), getattr(e, "status", None)) for e in events] == [(ProtocolViolation, S.ESME_RINVBNDSTS)]
+    assert answer_all(session, events) == [
+        ("bind_transceiver_resp", S.ESME_RINVPASWD, 1),
+        ("submit_sm_resp", S.ESME_RINVBNDSTS, 2),
+        ("enquire_link_resp", 0, 9),
+    ]
+    assert session.state is State.OPEN
+
+
+def test_a_second_bind_behind_a_pending_one_waits_then_is_already_bound():
+    session, bind, _ = pipelined(BIND + encode(PDU.make("bind_transmitter", 2, system_id="t")), False)
+    events = session.accept_bind(bind)
+    assert [type(e) for e in events] == [ProtocolViolation]
+    assert answer_all(session, events) == [("bind_transceiver_resp", 0, 1), ("bind_transmitter_resp", S.ESME_RALYBND, 2)]
+
+
+def test_a_bind_behind_a_refused_bind_is_the_next_pending_bind():
+    retry = PDU.make("bind_transmitter", 2, system_id="t")
+    session, bind, _ = pipelined(BIND + encode(retry) + encode(PDU.make("enquire_link", 3)), False)
+    events = session.reject_bind(bind, S.ESME_RINVPASWD)
+    assert events == [BindRequested(retry)] and session.state is State.BIND_PENDING
+    assert session.accept_bind(retry) == []  # the enquire_link behind it was answered here
+    assert answer_all(session, []) == [
+        ("bind_transceiver_resp", S.ESME_RINVPASWD, 1),
+        ("bind_transmitter_resp", 0, 2),
+        ("enquire_link_resp", 0, 3),
+    ]
+
+
+def test_holding_behind_a_bind_is_bounded():
+    session = Session(SMSC, Clock().seconds, max_held=100)
+    [requested] = session.receive_data(BIND + b"\0" * 100)
+    assert session.receive_data(b"\0") == [ConnectionShouldClose("more than 100 octets sent before the bind was answered")]
+    assert session.state is State.CLOSED
+
+
+@pytest.mark.parametrize("role", [ESME, SMSC])
+def test_enquire_link_is_answered_before_any_bind(role):
+    session = Session(role, Clock().seconds)
+    assert session.receive_data(encode(PDU.make("enquire_link", 3))) == []
+    [answer] = decode_all(session.data_to_send())
+    assert (answer.command, answer.command_status, answer.sequence_number) == ("enquire_link_resp", 0, 3)
+    assert session.state is State.OPEN
 
 
 # --- token bucket ----------------------------------------------------------------------------

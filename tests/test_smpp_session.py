@@ -213,7 +213,10 @@ SPEC_TABLE = {
 REQUESTS = [c.name for c in CommandId if not c & 0x80000000]
 RESPONSES = [c.name for c in CommandId if c & 0x80000000]
 REACHABLE = [State.OPEN, State.BIND_PENDING, State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX, State.UNBOUND]
-SAMPLE_PARAMS = {"submit_multi": {"dest_address": [{"destination_addr": "13800000001"}]}}
+SAMPLE_PARAMS = {
+    "submit_multi": {"dest_address": [{"destination_addr": "13800000001"}]},
+    **{command: {"destination_addr": "10086"} for command in ("submit_sm", "deliver_sm", "data_sm")},
+}
 
 
 def test_spec_table_covers_every_request():
@@ -363,7 +366,7 @@ def test_duplicate_sequence_and_pending_limit():
     [requested] = session.receive_data(encode(PDU.make("bind_transceiver", 1, system_id="t")))
     session.accept_bind(requested.pdu)
     session.data_to_send()
-    submits = [encode(PDU.make("submit_sm", seq)) for seq in (10, 10, 11, 12)]
+    submits = [encode(PDU.make("submit_sm", seq, destination_addr="10086")) for seq in (10, 10, 11, 12)]
     events = session.receive_data(b"".join(submits))
     assert [type(e) for e in events] == [
         RequestReceived,
@@ -385,7 +388,7 @@ def test_duplicate_sequence_and_pending_limit():
 def test_generic_nack_answers_an_outstanding_request():
     link = Link()
     link.bind()
-    submit = link.client.send_request("submit_sm", short_message=b"x")
+    submit = link.client.send_request("submit_sm", destination_addr="10086", short_message=b"x")
     link.client.data_to_send()
     [answer] = link.client.receive_data(
         encode(PDU(CommandId.generic_nack, submit.sequence_number, S.ESME_RINVCMDLEN))
@@ -397,7 +400,7 @@ def test_generic_nack_answers_an_outstanding_request():
 def test_response_to_the_wrong_command_is_not_matched():
     link = Link()
     link.bind()
-    submit = link.client.send_request("submit_sm")
+    submit = link.client.send_request("submit_sm", destination_addr="10086")
     events = link.client.receive_data(encode(PDU.make("query_sm_resp", submit.sequence_number)))
     assert [type(e) for e in events] == [ProtocolViolation]
     assert link.client.window_available() == 9
@@ -410,10 +413,10 @@ def test_window_full_and_exempt_commands():
     link = Link(window=3)
     link.bind()
     for _ in range(3):
-        link.client.send_request("submit_sm")
+        link.client.send_request("submit_sm", destination_addr="10086")
     assert link.client.window_available() == 0 and not link.client.can_send("submit_sm")
     with pytest.raises(WindowFull):
-        link.client.send_request("submit_sm")
+        link.client.send_request("submit_sm", destination_addr="10086")
     link.client.send_request("enquire_link")
     assert link.client.can_send("unbind")
     for received in link.to_server():
@@ -424,11 +427,11 @@ def test_window_full_and_exempt_commands():
 
 def test_sequence_numbers_increase_and_wrap():
     session = session_in(ESME, State.BOUND_TX)
-    first = session.send_request("submit_sm").sequence_number
-    assert session.send_request("submit_sm").sequence_number == first + 1
+    first = session.send_request("submit_sm", destination_addr="10086").sequence_number
+    assert session.send_request("submit_sm", destination_addr="10086").sequence_number == first + 1
     session._next_seq = 0x7FFFFFFF
-    assert session.send_request("submit_sm").sequence_number == 0x7FFFFFFF
-    assert session.send_request("submit_sm").sequence_number == 1
+    assert session.send_request("submit_sm", destination_addr="10086").sequence_number == 0x7FFFFFFF
+    assert session.send_request("submit_sm", destination_addr="10086").sequence_number == 1
 
 
 def test_api_misuse_is_local_error():
@@ -514,9 +517,9 @@ def test_inactivity_unbinds_and_closes():
 def test_response_timeout_frees_the_window():
     link = Link(Timers(response=5, enquire_link=0, inactivity=0))
     link.bind()
-    first = link.client.send_request("submit_sm")
+    first = link.client.send_request("submit_sm", destination_addr="10086")
     link.clock.advance(2)
-    second = link.client.send_request("submit_sm")
+    second = link.client.send_request("submit_sm", destination_addr="10086")
     assert link.client.next_deadline() == 5
     link.clock.advance(3)
     assert link.client.tick() == [ResponseTimeout(first)]
@@ -540,7 +543,7 @@ def test_bind_response_timeout_returns_to_open():
 def test_connection_lost_aborts_outstanding_requests():
     link = Link()
     link.bind()
-    submit = link.client.send_request("submit_sm")
+    submit = link.client.send_request("submit_sm", destination_addr="10086")
     assert link.client.connection_lost() == [RequestAborted(submit)]
     assert link.client.state is State.CLOSED
     link.client.respond(submit)  # late answers after close are ignored
@@ -551,7 +554,7 @@ def test_disabled_timers_give_no_deadline():
     link = Link(Timers(session_init=0, enquire_link=0, inactivity=0, response=0))
     assert link.server.next_deadline() is None
     link.bind()
-    link.client.send_request("submit_sm")
+    link.client.send_request("submit_sm", destination_addr="10086")
     assert link.client.next_deadline() is None and link.client.tick() == []
 
 
@@ -565,7 +568,7 @@ CONVERSATION = b"".join(
     encode(p)
     for p in [
         PDU.make("submit_sm", 2, destination_addr="10086", short_message=b"200"),
-        PDU.make("submit_sm", 3, message_payload=b"x" * 500, sar_msg_ref_num=1),
+        PDU.make("submit_sm", 3, destination_addr="10086", message_payload=b"x" * 500, sar_msg_ref_num=1),
         PDU.make("enquire_link", 4),
         PDU.make("submit_sm", 5, destination_addr="10086", short_message=b"0000"),
         PDU.make("unbind", 6),
@@ -619,11 +622,11 @@ def test_peer_unbind_waits_for_pending_answers():
     [requested] = session.receive_data(BIND)
     session.accept_bind(requested.pdu)
     session.data_to_send()
-    submits = [PDU.make("submit_sm", seq) for seq in (2, 3)]
+    submits = [PDU.make("submit_sm", seq, destination_addr="10086") for seq in (2, 3)]
     events = session.receive_data(b"".join(encode(p) for p in [*submits, PDU.make("unbind", 4)]))
     assert events == [RequestReceived(submits[0]), RequestReceived(submits[1]), Unbound(by_peer=True)]
     assert session.state is State.UNBOUND and session.data_to_send() == b""
-    [refused] = session.receive_data(encode(PDU.make("submit_sm", 5)))
+    [refused] = session.receive_data(encode(PDU.make("submit_sm", 5, destination_addr="10086")))
     assert refused.status == S.ESME_RINVBNDSTS
     session.data_to_send()
     assert session.respond(submits[1], message_id="b") == []
@@ -640,7 +643,7 @@ def test_peer_unbind_is_answered_when_the_application_stalls():
     session = Session(SMSC, clock.seconds, Timers(response=5, enquire_link=0))
     [requested] = session.receive_data(BIND)
     session.accept_bind(requested.pdu)
-    session.receive_data(encode(PDU.make("submit_sm", 2)) + encode(PDU.make("unbind", 3)))
+    session.receive_data(encode(PDU.make("submit_sm", 2, destination_addr="10086")) + encode(PDU.make("unbind", 3)))
     session.data_to_send()
     assert session.next_deadline() == 5
     clock.advance(5)

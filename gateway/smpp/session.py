@@ -39,11 +39,13 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
-from .constants import INTERFACE_VERSION, RESPONSE_BIT, CommandId, Tag
+from .checks import first_failure
+from .constants import ESME, INTERFACE_VERSION, RESPONSE_BIT, SMSC, CommandId, Tag
 from .constants import CommandStatus as S
 from .errors import (
     AlreadyBound,
     DuplicateSequence,
+    FieldCheckFailed,
     IllegalSend,
     InvalidBindStatus,
     InvalidCommandId,
@@ -74,8 +76,6 @@ __all__ = [
     "Unbound",
 ]
 
-ESME = "client"
-SMSC = "server"
 
 
 class State(Enum):
@@ -351,8 +351,20 @@ class Session:
         elif name in ("outbind", "alert_notification"):
             events.append(RequestReceived(pdu))
         else:
+            self._check_fields(pdu)
             self._admit(pdu)
             events.append(RequestReceived(pdu))
+
+    def _check_fields(self, pdu: PDU) -> None:
+        """Refuse a message PDU whose fields break SMPP 3.4 (checks.TABLE) before the application sees it."""
+        failed = first_failure(self.peer_role, pdu)
+        if failed is not None:
+            raise FieldCheckFailed(
+                f"{pdu.command} {failed.field}: must be {failed.rule}",
+                command_status=failed.status,
+                command_id=pdu.command_id,
+                sequence_number=pdu.sequence_number,
+            )
 
     def _admit(self, pdu: PDU) -> None:
         """Track a request the application must answer, bounding how many may wait."""

@@ -334,6 +334,8 @@ _SMPP_ALPHABETS = {
     0x08: _UCS2,
     0x0A: "iso2022_jp",
     0x0E: "euc_kr",
+    # Reserved in SMPP 3.4, but GSM 03.38's CBS/USSD "GSM 7-bit, language unspecified", as handsets send USSD.
+    0x0F: _GSM7,
 }
 _DCS_ALPHABET_BITS = (_GSM7, _BINARY, _UCS2, None)
 
@@ -354,6 +356,16 @@ def _alphabet_of(data_coding: int) -> str | None:
 
 
 _ALPHABETS = {dc: _alphabet_of(dc) for dc in range(256)}
+
+
+def known_data_coding(data_coding: int) -> bool:
+    """Whether `decode_message` takes this data_coding (SMPP 3.4 values and the GSM 03.38 DCS groups)."""
+    return _ALPHABETS.get(data_coding) is not None
+
+
+def is_ucs2(data_coding: int) -> bool:
+    """Whether this data_coding carries UCS2 (two octets a character)."""
+    return _ALPHABETS.get(data_coding) == _UCS2
 
 
 def _decode_default(payload: bytes) -> str:

@@ -63,7 +63,10 @@ __all__ = [
     "gsm7_length",
     "gsm7_pack",
     "gsm7_unpack",
+    "is_ucs2",
+    "known_data_coding",
     "parse_udh",
+    "split_concat",
     "split_message",
     "ucs2_length",
 ]
@@ -674,8 +677,13 @@ class Reassembler:
         seq: int,
         payload: bytes | str,
         data_coding: int,
+        first_seen: float | None = None,
     ) -> str | None:
-        """Store one part; the whole text once every part is in, else None (also for duplicates)."""
+        """Store one part; the whole text once every part is in, else None (also for duplicates).
+
+        ``first_seen`` restores a part kept across a restart (its message's first arrival); parts must
+        then be restored oldest message first.
+        """
         _check_concat(ref, total, seq)
         if _ALPHABETS.get(data_coding) is None:
             raise UnsupportedDataCoding(data_coding)  # now, not when the last part arrives
@@ -688,7 +696,7 @@ class Reassembler:
         if entry is None:
             if self._is_resent(key, seq, payload):
                 return None
-            entry = self._pending[key] = _Pending(self._now())
+            entry = self._pending[key] = _Pending(self._now() if first_seen is None else first_seen)
         elif seq in entry.parts:
             return None
         entry.parts[seq] = (payload, data_coding)
@@ -711,11 +719,15 @@ class Reassembler:
         sar: ConcatInfo | None = None,
     ) -> str | None:
         """Feed one MO PDU's text fields: a UDH (esm_class UDHI) or SAR info makes it a part."""
-        concat, body = parse_udh(short_message) if esm_class & ESM_UDHI else (None, short_message)
-        concat = concat or sar
+        concat, body = split_concat(esm_class, short_message, sar)
         if concat is None:
             return decode_message(data_coding, body)
         return self.add(sender, recipient, concat.ref, concat.total, concat.seq, body, data_coding)
+
+    def holds(self, sender: str, recipient: str, ref: int, total: int, seq: int) -> bool:
+        """Whether that part is stored, waiting for the rest of its message."""
+        entry = self._pending.get((sender, recipient, ref, total))
+        return entry is not None and seq in entry.parts
 
     def expire(self) -> list[Expired]:
         """Incomplete messages older than the timeout, plus any evicted since the last call."""
@@ -773,6 +785,12 @@ class Reassembler:
             return True
         del self._completed[key]
         return False
+
+
+def split_concat(esm_class: int, short_message: bytes, sar: ConcatInfo | None = None) -> tuple[ConcatInfo | None, bytes]:
+    """(concatenation info, user data without the UDH) of one MO: from its UDH (esm_class UDHI), else SAR."""
+    concat, body = parse_udh(short_message) if esm_class & ESM_UDHI else (None, short_message)
+    return concat or sar, body
 
 
 def _expired(key: _Key, entry: _Pending, reason: str) -> Expired:

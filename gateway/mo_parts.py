@@ -1,0 +1,62 @@
+"""Parts of long MO acknowledged before their message is whole, kept in ``pending_parts``.
+
+A transport acknowledges a part only once its row is committed (in the MO pipeline's group
+commit), deletes the rows in the commit that logs the whole message (or when the message
+expires), and reloads what is left into its Reassembler on start, so a crash between two
+parts loses nothing that was acknowledged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from gateway.smpp.text import ConcatInfo, Reassembler
+from notifier.models import PendingPart
+
+Write = Callable[[Session], None]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldPart:
+    """What a transport remembers of a part besides its text: the id it acknowledged it with."""
+
+    message_id: str
+    registered: int  # registered_delivery & 3: a receipt is due for this part once the message is whole
+
+
+class PartStore:
+    """The rows of one reassembler (``channel``: smpp for the server, upstream for the SMSC client)."""
+
+    def __init__(self, channel: str):
+        self.channel = channel
+
+    def save(self, sender: str, recipient: str, concat: ConcatInfo, payload: bytes, data_coding: int,
+             held: HeldPart, now: float) -> Write:
+        values = {"channel": self.channel, "sender": sender, "recipient": recipient, "ref": concat.ref,
+                  "total": concat.total, "seq": concat.seq, "data_coding": data_coding, "payload": bytes(payload),
+                  "message_id": held.message_id, "registered": held.registered, "received_at": now}
+        return lambda session: session.execute(insert(PendingPart.__table__), [values])
+
+    def release(self, sender: str, recipient: str, ref: int, total: int) -> Write:
+        """Delete the rows of one message (it is whole, or given up)."""
+        table = PendingPart.__table__
+        query = delete(table).where(table.c.channel == self.channel, table.c.sender == sender,
+                                    table.c.recipient == recipient, table.c.ref == ref, table.c.total == total)
+        return lambda session: session.execute(query)
+
+    def restore(self, session: Session, reassembler: Reassembler) -> dict[tuple[str, str], list[HeldPart]]:
+        """Load every kept part into ``reassembler`` (oldest first); returns the held ids by (sender, recipient)."""
+        table = PendingPart.__table__
+        rows = session.execute(select(table).where(table.c.channel == self.channel)
+                               .order_by(table.c.received_at, table.c.id)).all()
+        held: dict[tuple[str, str], list[HeldPart]] = {}
+        for row in rows:
+            reassembler.add(row.sender, row.recipient, row.ref, row.total, row.seq, row.payload, row.data_coding,
+                            first_seen=row.received_at)
+            held.setdefault((row.sender, row.recipient), []).append(HeldPart(row.message_id, row.registered))
+        return held
+

@@ -10,14 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
-from gateway.smpp.text import ConcatInfo, Reassembler
+from gateway.smpp.constants import Tag
+from gateway.smpp.text import ConcatInfo, Reassembler, concat_info_from_tlvs
 from notifier.models import PendingPart
 
 Write = Callable[[Session], None]
+
+
+def sar_of(pdu: Any) -> ConcatInfo | None:
+    """The SAR TLVs of an MO PDU (sar_msg_ref_num, sar_total_segments, sar_segment_seqnum), if any."""
+    tlvs = pdu.tlvs
+    return concat_info_from_tlvs(tlvs.get(Tag.sar_msg_ref_num), tlvs.get(Tag.sar_total_segments),
+                                 tlvs.get(Tag.sar_segment_seqnum))
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +49,18 @@ class PartStore:
                   "total": concat.total, "seq": concat.seq, "data_coding": data_coding, "payload": bytes(payload),
                   "message_id": held.message_id, "registered": held.registered, "received_at": now}
         return lambda session: session.execute(insert(PendingPart.__table__), [values])
+
+    def keep(self, reassembler: Reassembler, sender: str, recipient: str, concat: ConcatInfo, payload: bytes,
+             data_coding: int, held: HeldPart, now: float) -> tuple[Write, ...]:
+        """The writes that make a part `reassembler` just took durable; none for a copy of a part of a
+        message that is already whole (the reassembler ignored it: acknowledge it, keep nothing)."""
+        if not reassembler.holds(sender, recipient, concat.ref, concat.total, concat.seq):
+            return ()
+        return (self.save(sender, recipient, concat, payload, data_coding, held, now),)
+
+    def release_whole(self, sender: str, recipient: str, concat: ConcatInfo | None) -> tuple[Write, ...]:
+        """The writes to go with a whole message: delete its kept parts (none for a single SMS)."""
+        return () if concat is None else (self.release(sender, recipient, concat.ref, concat.total),)
 
     def release(self, sender: str, recipient: str, ref: int, total: int) -> Write:
         """Delete the rows of one message (it is whole, or given up)."""

@@ -20,11 +20,10 @@ from twisted.logger import Logger
 
 from gateway.binds import BindRegistry
 from gateway.delivery import SmppDeliverer
-from gateway.mo_parts import HeldPart, PartStore
+from gateway.mo_parts import HeldPart, PartStore, sar_of
 from gateway.pipeline import Accepted, MOPipeline
 from gateway.receipts import receipt_extra
 from gateway.smpp.constants import CommandStatus as S
-from gateway.smpp.constants import Tag
 from gateway.smpp.ratelimit import TokenBucket
 from gateway.smpp.session import (
     SMSC,
@@ -39,14 +38,7 @@ from gateway.smpp.session import (
     Timers,
     Unbound,
 )
-from gateway.smpp.text import (
-    ConcatInfo,
-    Reassembler,
-    TextError,
-    concat_info_from_tlvs,
-    decode_message,
-    split_concat,
-)
+from gateway.smpp.text import ConcatInfo, Reassembler, TextError, decode_message
 from gateway.ussd import is_ussd
 from notifier.outbox import new_message_id
 from notifier.security import verify_password
@@ -359,12 +351,8 @@ class SMPPServerProtocol(protocol.Protocol):
             return
         data_coding = pdu.params.get("data_coding", 0)
         try:
-            concat, body = self._concat_of(pdu)
-            if concat is None:
-                text = decode_message(data_coding, body)
-            else:
-                text = self.server.reassembler.add(source, dest, concat.ref, concat.total, concat.seq, body,
-                                                   data_coding)
+            text, concat, body = self.server.reassembler.receive_part(
+                source, dest, pdu.params.get("esm_class", 0), data_coding, pdu.message, sar_of(pdu))
         except TextError as exc:
             self._respond(pdu, exc.command_status)
             return
@@ -374,14 +362,6 @@ class SMPPServerProtocol(protocol.Protocol):
             self.server.hold_part(self, pdu, source, dest, concat, body, data_coding, HeldPart(message_id, registered))
             return
         self.server.accept_message(self, pdu, source, dest, text, message_id, registered, concat)
-
-    @staticmethod
-    def _concat_of(pdu):
-        """(concatenation info or None, user data without UDH): a UDH (esm_class UDHI) or the SAR TLVs."""
-        tlvs = pdu.tlvs
-        sar = concat_info_from_tlvs(tlvs.get(Tag.sar_msg_ref_num), tlvs.get(Tag.sar_total_segments),
-                                    tlvs.get(Tag.sar_segment_seqnum))
-        return split_concat(pdu.params.get("esm_class", 0), pdu.message, sar)
 
     def _req_submit_multi(self, pdu) -> None:
         source = pdu.params.get("source_addr", "")
@@ -535,23 +515,23 @@ class SMPPServerService(service.Service):
     def hold_part(self, conn: SMPPServerProtocol, pdu, source: str, dest: str, concat: ConcatInfo, body: bytes,
                   data_coding: int, held: HeldPart) -> None:
         """One part of a long MO: its row is written in the next group commit, then it is acknowledged."""
-        if not self.reassembler.holds(source, dest, concat.ref, concat.total, concat.seq):
-            conn.respond_later(pdu, 0, message_id=held.message_id)  # a part of a message already whole, again
+        keep = self.parts.keep(self.reassembler, source, dest, concat, body, data_coding, held, self.gateway.now())
+        if not keep:
+            conn.respond_later(pdu, 0, message_id=held.message_id)
             return
         self.held_parts[(source, dest)].append(held)
 
         def done(_reply, error) -> None:
             conn.respond_later(pdu, S.ESME_RSYSERR if error is not None else 0, message_id=held.message_id)
 
-        save = self.parts.save(source, dest, concat, body, data_coding, held, self.gateway.now())
         self.pipeline.accept(Accepted(Inbound("sms", source, dest, "", conn.system_id), held.message_id,
-                                      conn.system_id, None, done, route=False, writes=(save,), message=False))
+                                      conn.system_id, None, done, route=False, writes=keep, message=False))
 
     def accept_message(self, conn: SMPPServerProtocol, pdu, source: str, dest: str, text: str,
                        message_id: str, registered: int, concat: ConcatInfo | None = None) -> None:
         now = self.gateway.now()
         held = self.held_parts.pop((source, dest), [])
-        release = (self.parts.release(source, dest, concat.ref, concat.total),) if concat is not None else ()
+        release = self.parts.release_whole(source, dest, concat)
         receipt = None
         if registered == 1:
             receipt = receipt_extra(message_id, submitted_at=now, done_at=now, text=text)

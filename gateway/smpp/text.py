@@ -719,10 +719,22 @@ class Reassembler:
         sar: ConcatInfo | None = None,
     ) -> str | None:
         """Feed one MO PDU's text fields: a UDH (esm_class UDHI) or SAR info makes it a part."""
+        return self.receive_part(sender, recipient, esm_class, data_coding, short_message, sar)[0]
+
+    def receive_part(
+        self,
+        sender: str,
+        recipient: str,
+        esm_class: int,
+        data_coding: int,
+        short_message: bytes,
+        sar: ConcatInfo | None = None,
+    ) -> tuple[str | None, ConcatInfo | None, bytes]:
+        """`receive`, also returning the part's concatenation info (None for a single SMS) and user data."""
         concat, body = split_concat(esm_class, short_message, sar)
         if concat is None:
-            return decode_message(data_coding, body)
-        return self.add(sender, recipient, concat.ref, concat.total, concat.seq, body, data_coding)
+            return decode_message(data_coding, body), None, body
+        return self.add(sender, recipient, concat.ref, concat.total, concat.seq, body, data_coding), concat, body
 
     def holds(self, sender: str, recipient: str, ref: int, total: int, seq: int) -> bool:
         """Whether that part is stored, waiting for the rest of its message."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from types import MappingProxyType
 
 from .constants import ESME, SMSC, Tag
@@ -43,6 +44,12 @@ SMSC_MESSAGE_TYPES = frozenset({0x00, 0x04, 0x08, 0x10, 0x18, 0x20})
 # do not support (4.4.1, 4.5.1); data_sm may use every mode.
 SUBMIT_MODES = frozenset({0x00, 0x01, 0x03})
 UDHI = 0x40
+_MESSAGE_PAYLOAD = int(Tag.message_payload)  # a plain int: hashing an IntEnum member is slow
+# Mandatory parameters whose checks read nothing else (see Check.reads_one_field).
+_SCALAR_FIELDS = frozenset({
+    "source_addr_ton", "source_addr_npi", "dest_addr_ton", "dest_addr_npi", "esm_class", "priority_flag",
+    "schedule_delivery_time", "validity_period", "registered_delivery", "replace_if_present_flag", "data_coding",
+})
 TIME_SIGNS = frozenset("+-R")
 
 
@@ -52,6 +59,11 @@ class Check:
     rule: str  # what must hold, for people and the log
     ok: Callable[[PDU], bool]
     status: int  # the command_status of the refusal
+
+    @property
+    def reads_one_field(self) -> bool:
+        """Whether `ok` depends on the mandatory parameter `field` alone (so its verdict can be remembered)."""
+        return self.field in _SCALAR_FIELDS
 
 
 def _in(field: str, allowed: frozenset[int]) -> Callable[[PDU], bool]:
@@ -105,7 +117,7 @@ def _data_coding(pdu: PDU) -> bool:
 
 def _one_body(pdu: PDU) -> bool:
     """5.3.2.32: short_message and message_payload must not be used together (sm_length 0 with the TLV)."""
-    return not (pdu.params.get("short_message") and Tag.message_payload in pdu.tlvs)
+    return not (pdu.params.get("short_message") and _MESSAGE_PAYLOAD in pdu.tlvs)
 
 
 def _ucs2_whole(pdu: PDU) -> bool:
@@ -222,9 +234,47 @@ TABLE: Mapping[tuple[str, str], tuple[Check, ...]] = MappingProxyType({
 })  # fmt: skip
 
 
+class _Plan:
+    """The checks of one (sender, command), with the verdicts of recent field-value combinations remembered:
+    ESMEs send the same TON/NPI/esm_class/... again and again, so most PDUs pay one tuple lookup for them."""
+
+    __slots__ = ("checks", "field_checks", "message_checks", "signature", "passed")
+
+    MAX_REMEMBERED = 4096
+
+    def __init__(self, checks: tuple[Check, ...]) -> None:
+        self.checks = checks
+        self.field_checks = tuple(c for c in checks if c.reads_one_field)
+        self.message_checks = tuple(c for c in checks if not c.reads_one_field)
+        fields = sorted({c.field for c in self.field_checks})
+        self.signature = itemgetter(*fields)  # every plan reads several: the signature is a tuple
+        self.passed: set[tuple] = set()
+
+    def passes(self, pdu: PDU) -> bool:
+        try:
+            key = self.signature(pdu.params)
+        except KeyError:  # a PDU built without every mandatory parameter
+            key = None
+        if key is None or key not in self.passed:
+            for check in self.field_checks:
+                if not check.ok(pdu):
+                    return False
+            if key is not None:
+                if len(self.passed) >= self.MAX_REMEMBERED:
+                    self.passed.clear()
+                self.passed.add(key)
+        for check in self.message_checks:
+            if not check.ok(pdu):
+                return False
+        return True
+
+
+_PLANS = {key: _Plan(checks) for key, checks in TABLE.items()}
+
+
 def first_failure(sender: str, pdu: PDU) -> Check | None:
     """The first check of the table a request from ``sender`` fails, or None (also for unchecked commands)."""
-    for check in TABLE.get((sender, pdu.command), ()):
-        if not check.ok(pdu):
-            return check
-    return None
+    plan = _PLANS.get((sender, pdu.command))
+    if plan is None or plan.passes(pdu):
+        return None
+    return next(c for c in plan.checks if not c.ok(pdu))

@@ -35,6 +35,7 @@ from gateway.smpp.session import (
     ResponseReceived,
     ResponseTimeout,
     Session,
+    State,
     Timers,
     Unbound,
 )
@@ -283,8 +284,8 @@ class SMPPServerProtocol(protocol.Protocol):
         self._handle(held_events)
         self._flush()
         self._reschedule()
-        if self.transport is not None and not self._closing:
-            self.transport.resumeProducing()
+        if self.transport is not None and not self._closing and self.session.state is not State.BIND_PENDING:
+            self.transport.resumeProducing()  # (a bind held behind the decided one keeps reading paused)
 
     def _reject_later(self, pdu, status: int, why: str) -> None:
         """Refuse a bind; repeated failures from one address are answered ever more slowly."""

@@ -3,7 +3,8 @@
 The transport feeds received bytes to ``receive_data`` and gets application events back;
 it writes whatever ``data_to_send`` returns; it calls ``tick`` when the clock reaches
 ``next_deadline`` (calling early is harmless). The session answers enquire_link, unbind,
-illegal and undecodable PDUs itself; everything needing policy (bind credentials, routing,
+illegal and undecodable PDUs, and message PDUs whose fields break a rule of
+``checks.TABLE``, itself; everything needing policy (bind credentials, routing,
 throttling) is reported as an event and answered by the application through
 ``accept_bind`` / ``reject_bind`` / ``respond``.
 

@@ -75,6 +75,19 @@ def test_submit_sm_in_the_same_write_as_the_bind_is_answered_after_it(gateway):
     assert submit_resp.params["message_id"]
 
 
+def test_submit_sm_behind_a_refused_bind_is_refused_after_it(gateway):
+    bad_bind = encode(PDU.make("bind_transceiver", 1, system_id="tester", password="wrong"))
+    submit = PDU.make("submit_sm", 2, source_addr=SUB, destination_addr="10086", short_message=b"CXYE")
+    with socket.create_connection(("127.0.0.1", gateway.ports["smpp"]), timeout=10) as sock:
+        sock.sendall(bad_bind + encode(submit) + BIND)  # and a retry, all in one write
+        answers = read_pdus(sock, 3)
+    assert [(p.command, p.command_status) for p in answers] == [
+        ("bind_transceiver_resp", S.ESME_RINVPASWD),
+        ("submit_sm_resp", S.ESME_RINVBNDSTS),
+        ("bind_transceiver_resp", S.ESME_ROK),
+    ]
+
+
 def test_enquire_link_before_a_bind_is_answered(gateway):
     with socket.create_connection(("127.0.0.1", gateway.ports["smpp"]), timeout=10) as sock:
         sock.sendall(encode(PDU.make("enquire_link", 7)))

@@ -38,7 +38,8 @@ class HeldPart:
 
 
 class PartStore:
-    """The rows of one reassembler (``channel``: smpp for the server, upstream for the SMSC client)."""
+    """The rows of one reassembler. ``channel`` names the transport and the process (``smpp:<instance>``):
+    processes sharing a database each take back their own parts when restarted with the same ``--instance``."""
 
     def __init__(self, channel: str):
         self.channel = channel
@@ -69,9 +70,13 @@ class PartStore:
                                     table.c.recipient == recipient, table.c.ref == ref, table.c.total == total)
         return lambda session: session.execute(query)
 
-    def restore(self, session: Session, reassembler: Reassembler) -> dict[tuple[str, str], list[HeldPart]]:
-        """Load every kept part into ``reassembler`` (oldest first); returns the held ids by (sender, recipient)."""
+    def restore(self, session: Session, reassembler: Reassembler, now: float,
+                timeout: float) -> dict[tuple[str, str], list[HeldPart]]:
+        """Load this channel's kept parts into ``reassembler`` (oldest first); returns the held ids by
+        (sender, recipient). Parts of any channel older than twice ``timeout`` are deleted first: every
+        process would have given them up already (those of a process that never came back included)."""
         table = PendingPart.__table__
+        session.execute(delete(table).where(table.c.received_at < now - 2 * timeout))
         rows = session.execute(select(table).where(table.c.channel == self.channel)
                                .order_by(table.c.received_at, table.c.id)).all()
         held: dict[tuple[str, str], list[HeldPart]] = {}

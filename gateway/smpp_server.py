@@ -428,7 +428,7 @@ class SMPPServerService(service.Service):
         self.pipeline = MOPipeline(gateway)
         self.reassembler = Reassembler(gateway.now, timeout=gateway.settings["smpp.reassembly_timeout"])
         self.held_parts: dict[tuple[str, str], list[HeldPart]] = defaultdict(list)
-        self.parts = PartStore("smpp")
+        self.parts = PartStore(f"smpp:{gateway.instance}")
         self.deliverer = SmppDeliverer(gateway, self.registry, f"smpp:{gateway.instance}")
         self.pipeline.committed_listeners.append(self.deliverer.take)
         self.pipeline.hold = lambda: len(self.deliverer.ready) > REPLY_BACKLOG_HIGH
@@ -471,8 +471,10 @@ class SMPPServerService(service.Service):
 
     def _restore_parts(self) -> None:
         """Parts of long MO acknowledged before a restart wait again for the rest of their message."""
-        with self.gateway.db() as session:
-            for key, held in self.parts.restore(session, self.reassembler).items():
+        gw = self.gateway
+        with gw.db() as session, session.begin():
+            restored = self.parts.restore(session, self.reassembler, gw.now(), gw.settings["smpp.reassembly_timeout"])
+            for key, held in restored.items():
                 self.held_parts[key].extend(held)
         if self.held_parts:
             log.info("{n} long MO from before the restart wait for their missing parts", n=len(self.held_parts))

@@ -328,7 +328,7 @@ class UpstreamClient(service.Service):
         self.pipeline = MOPipeline(gateway)
         self.pipeline.committed_listeners.append(lambda rows: self.poke())
         self.reassembler = Reassembler(self.reactor.seconds, timeout=settings["smpp.reassembly_timeout"])
-        self.parts = PartStore(CHANNEL)
+        self.parts = PartStore(f"{CHANNEL}:{gateway.instance}")
         self.matcher = ReceiptMatcher()
         self.rows: dict[str, _Row] = {}
         self.ready: deque[tuple[str, int]] = deque()
@@ -349,8 +349,9 @@ class UpstreamClient(service.Service):
 
     def startService(self) -> None:
         super().startService()
-        with self.gateway.db() as session:  # long-MO parts acknowledged before a restart
-            self.parts.restore(session, self.reassembler)
+        with self.gateway.db() as session, session.begin():  # long-MO parts acknowledged before a restart
+            self.parts.restore(session, self.reassembler, self.reactor.seconds(),
+                               self.gateway.settings["smpp.reassembly_timeout"])
         for kind in self.kinds:
             factory = _LinkFactory(self, kind)
             self.factories.append(factory)

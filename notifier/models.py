@@ -82,7 +82,7 @@ class PendingPart(Base):
     __tablename__ = "pending_parts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    channel: Mapped[str] = mapped_column(String(16))  # which reassembler: smpp (the server) or upstream
+    channel: Mapped[str] = mapped_column(String(80))  # whose reassembler: smpp:<instance> or upstream:<instance>
     sender: Mapped[str] = mapped_column(String(65))
     recipient: Mapped[str] = mapped_column(String(65))
     ref: Mapped[int] = mapped_column(Integer)

@@ -22,7 +22,7 @@ def test_parts_survive_a_restart_and_the_whole_message_releases_them(db_url):
     factory = _factory(db_url)
     clock = Clock()
     clock.advance(1000)
-    store, before = PartStore("smpp"), Reassembler(clock.seconds, timeout=60)
+    store, before = PartStore("smpp:local"), Reassembler(clock.seconds, timeout=60)
     assert before.add("a", "10086", 7, 3, 1, b"CX", 0) is None
     writes = store.keep(before, "a", "10086", ConcatInfo(7, 3, 1), b"CX", 0, HeldPart("m1", 1), clock.seconds())
     clock.advance(10)
@@ -35,9 +35,9 @@ def test_parts_survive_a_restart_and_the_whole_message_releases_them(db_url):
 
     clock.advance(20)  # the process restarts: a new reassembler, 30 s after the first part came
     after = Reassembler(clock.seconds, timeout=60)
-    with factory() as session:
-        held = store.restore(session, after)
-        assert PartStore("upstream").restore(session, Reassembler(clock.seconds)) == {}
+    with factory() as session, session.begin():
+        held = store.restore(session, after, clock.seconds(), 60)
+        assert PartStore("upstream").restore(session, Reassembler(clock.seconds), clock.seconds(), 60) == {}
     assert held == {("a", "10086"): [HeldPart("m1", 1), HeldPart("m2", 0)]}
     assert after.next_deadline() == 1060, "the reassembly clock runs from the first part's arrival"
     assert after.add("a", "10086", 7, 3, 3, b"E", 0) == "CXYE"
@@ -46,6 +46,21 @@ def test_parts_survive_a_restart_and_the_whole_message_releases_them(db_url):
             write(session)
     with factory() as session:
         assert session.query(PendingPart).count() == 0
+
+
+def test_parts_older_than_twice_the_timeout_are_dropped_whoever_kept_them(db_url):
+    factory = _factory(db_url)
+    gone, mine = PartStore("smpp:dead-1234"), PartStore("smpp:local")
+    with factory() as session, session.begin():
+        gone.save("a", "10086", ConcatInfo(1, 2, 1), b"old", 0, HeldPart("m1", 0), 1000)(session)
+        mine.save("b", "10086", ConcatInfo(2, 2, 1), b"new", 0, HeldPart("m2", 0), 1100)(session)
+    clock = Clock()
+    clock.advance(1121)  # the first is 121 s old, over 2 x 60; the second 21 s
+    with factory() as session, session.begin():
+        assert mine.restore(session, Reassembler(clock.seconds, timeout=60), clock.seconds(), 60) == {
+            ("b", "10086"): [HeldPart("m2", 0)]}
+    with factory() as session:
+        assert [row.sender for row in session.query(PendingPart)] == ["b"]
 
 
 def test_a_copy_of_a_part_of_a_whole_message_is_not_kept():

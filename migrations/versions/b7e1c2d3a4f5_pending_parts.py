@@ -17,7 +17,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_table('pending_parts',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
-    sa.Column('channel', sa.String(length=16), nullable=False),
+    sa.Column('channel', sa.String(length=80), nullable=False),
     sa.Column('sender', sa.String(length=65), nullable=False),
     sa.Column('recipient', sa.String(length=65), nullable=False),
     sa.Column('ref', sa.Integer(), nullable=False),

@@ -47,7 +47,8 @@ class ReadyLine(service.Service):
         super().startService()
         ports = {name: src.port_number() for name, src in self.port_sources.items()}
         for name, port in {**ports, **{n: s.port_number() for n, s in self.extra.items()}}.items():
-            log.info("{line}", line=SERVICE_LINES[name].format(host=self.host, port=port, var=self.var_dir))
+            line = SERVICE_LINES.get(name, f"{name:<16} {{host}}:{{port}}")
+            log.info("{line}", line=line.format(host=self.host, port=port, var=self.var_dir))
         sys.stdout.write(json.dumps(ports) + "\n")
         sys.stdout.flush()
         log.info("ready: {ports}", ports=json.dumps(ports))

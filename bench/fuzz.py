@@ -40,9 +40,10 @@ def smpp_target() -> Callable[[bytes], None]:
                 events = session.receive_data(data[i:i + cut])
             except SMPPError:
                 return
-            for event in events:
+            while events:
+                event = events.pop(0)
                 if isinstance(event, BindRequested):
-                    session.accept_bind(event.pdu, "x")
+                    events += session.accept_bind(event.pdu, "x")
                 elif isinstance(event, RequestReceived) and event.pdu.command not in ("alert_notification",
                                                                                       "outbind"):
                     session.respond(event.pdu, 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 
 from twisted.logger import (
@@ -55,11 +56,34 @@ class _ToTwisted(logging.Handler):
         Logger(namespace=record.name).emit(level, "{msg}", msg=self.format(record))
 
 
+# Start-up chatter of libraries, kept at debug so the start-up shows what a user needs: Alembic's
+# plugin and migration lines, APScheduler adding jobs, Twisted's factories and ports starting.
+CHATTER_NAMESPACES = ("alembic.",)
+CHATTER = re.compile(r"Adding job tentatively|Added job |Scheduler started$|Starting factory |Stopping factory |Starting protocol "
+                     r"|\S+ starting on \d+$")
+
+
+def is_chatter(event: dict) -> bool:
+    if event.get("log_level") is not LogLevel.info:
+        return False
+    if event.get("log_namespace", "").startswith(CHATTER_NAMESPACES):
+        return True
+    return CHATTER.match(formatEvent(event)) is not None
+
+
+def _demoting(observer):
+    """Chatter arrives at info; pass it on at debug."""
+    def observe(event: dict) -> None:
+        observer(dict(event, log_level=LogLevel.debug) if is_chatter(event) else event)
+    return observe
+
+
 def start_logging(fmt: str = "text", level: LogLevel = LogLevel.info, stream=None) -> None:
     stream = stream or sys.stderr
     observer = _json_observer(stream) if fmt == "json" else _text_observer(stream)
     predicate = LogLevelFilterPredicate(defaultLogLevel=level)
-    globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo([_demoting(FilteringLogObserver(observer, [predicate]))],
+                                     redirectStandardIO=False)
     root = logging.getLogger()
     root.addHandler(_ToTwisted())
     root.setLevel(logging.INFO)

@@ -36,6 +36,9 @@ class Accepted:
     reply_channel: str = "smpp"
     route: bool = True  # False: an MT to a handset (not a service number): logged and receipted only
     part_receipts: list[dict[str, Any]] = field(default_factory=list)  # earlier parts of a long MO
+    # More writes for the same transaction, given the session (a held long-MO part saved or released).
+    writes: tuple[Callable[[Any], None], ...] = ()
+    message: bool = True  # False: only ``writes`` (a part acknowledged before its message is whole)
 
 
 class MOPipeline:
@@ -107,6 +110,11 @@ class MOPipeline:
         results, logs, rows = [], [], []
         with gw.db() as session, session.begin():
             for item in batch:
+                for write in item.writes:
+                    write(session)
+                if not item.message:
+                    results.append((item, None, None))
+                    continue
                 msg = item.inbound
                 started = perf_counter()
                 reply = gw.router.handle(session, msg, now) if item.route else UNROUTED
@@ -119,7 +127,8 @@ class MOPipeline:
                 rows.extend(self._outbound(item, reply))
                 self.stats["mo"] += 1
                 results.append((item, reply, None))
-            session.execute(insert(MessageLog.__table__), logs)
+            if logs:
+                session.execute(insert(MessageLog.__table__), logs)
             gw.outbox.insert_many(session, rows)
         return results, rows
 

@@ -25,18 +25,33 @@ log = Logger(namespace="gateway.serve")
 DEFAULT_DEMO_POPULATION = 1000
 
 
-class ReadyLine(service.Service):
-    """Prints the chosen ports as one JSON line once every listener is up."""
+# What each listener is, for the start-up lines (key: the ready line's name, or smtp_out for the sink).
+SERVICE_LINES = {
+    "smpp": "SMPP 3.4 server  {host}:{port}  (ESMEs bind here)",
+    "sip": "SIP-lite IVR     {host}:{port} UDP  (call sip:10086@{host}:{port})",
+    "http": "HTTP ops API     http://{host}:{port}/  (dashboard; API under /api, /openapi.json)",
+    "smtp_in": "SMTP in          {host}:{port}  (email commands)",
+    "smtp_out": "SMTP out sink    {host}:{port}  (mail written to {var}/mail/)",
+}
 
-    def __init__(self, port_sources: dict[str, Any]):
+
+class ReadyLine(service.Service):
+    """Once every listener is up: one line per service with its port, then the JSON ports line on stdout."""
+
+    def __init__(self, port_sources: dict[str, Any], host: str, var_dir: str, extra: dict[str, Any] | None = None):
         self.port_sources = port_sources
+        self.host, self.var_dir = host, var_dir
+        self.extra = extra or {}  # listed for the user, not part of the JSON line
 
     def startService(self) -> None:
         super().startService()
         ports = {name: src.port_number() for name, src in self.port_sources.items()}
+        for name, port in {**ports, **{n: s.port_number() for n, s in self.extra.items()}}.items():
+            line = SERVICE_LINES.get(name, f"{name:<16} {{host}}:{{port}}")
+            log.info("{line}", line=line.format(host=self.host, port=port, var=self.var_dir))
         sys.stdout.write(json.dumps(ports) + "\n")
         sys.stdout.flush()
-        log.info("serving: {ports}", ports=ports)
+        log.info("ready: {ports}", ports=json.dumps(ports))
 
 
 def prepare_data(gateway, args) -> None:
@@ -101,7 +116,8 @@ def serve(args, overrides: dict[str, Any]) -> int:
         print("the gateway did not start: fix the fixtures above", file=sys.stderr)
         return 1
     top, port_sources = build_tree(gateway, args, reactor)
-    ReadyLine(port_sources).setServiceParent(top)
+    sink = {"smtp_out": gateway.email_sender} if args.smtp_sink else {}
+    ReadyLine(port_sources, args.host, args.var_dir, sink).setServiceParent(top)
 
     def reload_fixtures(*_):
         reactor.callFromThread(_reload, gateway, args)

@@ -20,10 +20,10 @@ from twisted.logger import Logger
 
 from gateway.binds import BindRegistry
 from gateway.delivery import SmppDeliverer
+from gateway.mo_parts import HeldPart, PartStore, sar_of
 from gateway.pipeline import Accepted, MOPipeline
 from gateway.receipts import receipt_extra
 from gateway.smpp.constants import CommandStatus as S
-from gateway.smpp.constants import Tag
 from gateway.smpp.ratelimit import TokenBucket
 from gateway.smpp.session import (
     SMSC,
@@ -35,10 +35,11 @@ from gateway.smpp.session import (
     ResponseReceived,
     ResponseTimeout,
     Session,
+    State,
     Timers,
     Unbound,
 )
-from gateway.smpp.text import Reassembler, TextError, concat_info_from_tlvs, decode_message
+from gateway.smpp.text import ConcatInfo, Reassembler, TextError, decode_message
 from gateway.ussd import is_ussd
 from notifier.outbox import new_message_id
 from notifier.security import verify_password
@@ -232,6 +233,8 @@ class SMPPServerProtocol(protocol.Protocol):
         password = pdu.params.get("password", "")
         kind = BIND_KIND[pdu.command]
         self.server.count_pdu(pdu.command, "in")
+        # The session holds what follows the bind until it is decided: stop reading meanwhile.
+        self.transport.pauseProducing()
         account = self.gateway.account(system_id)
         status = self._bind_precheck(account, kind)
         if status:
@@ -270,13 +273,19 @@ class SMPPServerProtocol(protocol.Protocol):
                                f"{account.system_id!r} already has {account.max_binds} binds")
             return
         self.server.guard.failures.pop(self.peer_ip, None)
-        self.session.accept_bind(pdu, system_id="10086")
         self.system_id, self.bind_kind = account.system_id, kind
         self.server.registry.add(self)
         log.info("bound {sid} as {kind} from {ip}", sid=account.system_id, kind=kind, ip=self.peer_ip)
+        self._bind_decided(self.session.accept_bind(pdu, system_id="10086"))
+        self.server.on_bind_change()
+
+    def _bind_decided(self, held_events: list) -> None:
+        """The bind_resp is queued: answer what the peer pipelined behind the bind, read on."""
+        self._handle(held_events)
         self._flush()
         self._reschedule()
-        self.server.on_bind_change()
+        if self.transport is not None and not self._closing and self.session.state is not State.BIND_PENDING:
+            self.transport.resumeProducing()  # (a bind held behind the decided one keeps reading paused)
 
     def _reject_later(self, pdu, status: int, why: str) -> None:
         """Refuse a bind; repeated failures from one address are answered ever more slowly."""
@@ -287,9 +296,7 @@ class SMPPServerProtocol(protocol.Protocol):
 
         def answer() -> None:
             if self.session is not None and not self._closing:
-                self.session.reject_bind(pdu, status)
-                self._flush()
-                self._reschedule()
+                self._bind_decided(self.session.reject_bind(pdu, status))
 
         if delay > 0:
             self.gateway.reactor.callLater(delay, answer)
@@ -343,27 +350,19 @@ class SMPPServerProtocol(protocol.Protocol):
         if ussd is not None and is_ussd(pdu):
             ussd.handle(self, pdu)
             return
+        data_coding = pdu.params.get("data_coding", 0)
         try:
-            text = self._text_of(pdu, source, dest)
+            text, concat, body = self.server.reassembler.receive_part(
+                source, dest, pdu.params.get("esm_class", 0), data_coding, pdu.message, sar_of(pdu))
         except TextError as exc:
             self._respond(pdu, exc.command_status)
             return
         message_id = new_message_id()
         registered = pdu.params.get("registered_delivery", 0) & 0x03
-        if text is None:  # one part of a long MO: accepted, held until the rest arrives
-            self.server.hold_part(source, dest, message_id, registered)
-            self._respond(pdu, 0, message_id=message_id)
-            self._flush()
+        if text is None:  # one part of a long MO: kept (durably) until the rest arrives
+            self.server.hold_part(self, pdu, source, dest, concat, body, data_coding, HeldPart(message_id, registered))
             return
-        self.server.accept_message(self, pdu, source, dest, text, message_id, registered)
-
-    def _text_of(self, pdu, source: str, dest: str) -> str | None:
-        """The whole text, or None while parts of a long MO (UDH or SAR TLVs) are still missing."""
-        tlvs = pdu.tlvs
-        sar = concat_info_from_tlvs(tlvs.get(Tag.sar_msg_ref_num), tlvs.get(Tag.sar_total_segments),
-                                    tlvs.get(Tag.sar_segment_seqnum))
-        return self.server.reassembler.receive(source, dest, pdu.params.get("esm_class", 0),
-                                               pdu.params.get("data_coding", 0), pdu.message, sar)
+        self.server.accept_message(self, pdu, source, dest, text, message_id, registered, concat)
 
     def _req_submit_multi(self, pdu) -> None:
         source = pdu.params.get("source_addr", "")
@@ -428,7 +427,8 @@ class SMPPServerService(service.Service):
         self.guard = AccountGuard(gateway.now)
         self.pipeline = MOPipeline(gateway)
         self.reassembler = Reassembler(gateway.now, timeout=gateway.settings["smpp.reassembly_timeout"])
-        self.held_parts: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
+        self.held_parts: dict[tuple[str, str], list[HeldPart]] = defaultdict(list)
+        self.parts = PartStore(f"smpp:{gateway.instance}")
         self.deliverer = SmppDeliverer(gateway, self.registry, f"smpp:{gateway.instance}")
         self.pipeline.committed_listeners.append(self.deliverer.take)
         self.pipeline.hold = lambda: len(self.deliverer.ready) > REPLY_BACKLOG_HIGH
@@ -447,6 +447,7 @@ class SMPPServerService(service.Service):
         super().startService()
         from twisted.internet import reactor
 
+        self._restore_parts()
         self.listening = reactor.listenTCP(self.port, SMPPServerFactory(self), interface=self.host)
         self._reclaim_leases()
         self.deliverer.start()
@@ -467,6 +468,16 @@ class SMPPServerService(service.Service):
             conn._close_after_flush("gateway shutting down")
         self.deliverer.stop()
         return self.listening.stopListening() if self.listening else None
+
+    def _restore_parts(self) -> None:
+        """Parts of long MO acknowledged before a restart wait again for the rest of their message."""
+        gw = self.gateway
+        with gw.db() as session, session.begin():
+            restored = self.parts.restore(session, self.reassembler, gw.now(), gw.settings["smpp.reassembly_timeout"])
+            for key, held in restored.items():
+                self.held_parts[key].extend(held)
+        if self.held_parts:
+            log.info("{n} long MO from before the restart wait for their missing parts", n=len(self.held_parts))
 
     def _reclaim_leases(self) -> None:
         """Rows this instance had claimed before a crash are due again now, not when their lease ends.
@@ -504,14 +515,26 @@ class SMPPServerService(service.Service):
     def is_service_number(self, dest: str) -> bool:
         return dest in SERVICE_NUMBERS
 
-    def hold_part(self, source: str, dest: str, message_id: str,
-                  registered: int) -> None:
-        self.held_parts[(source, dest)].append((message_id, registered))
+    def hold_part(self, conn: SMPPServerProtocol, pdu, source: str, dest: str, concat: ConcatInfo, body: bytes,
+                  data_coding: int, held: HeldPart) -> None:
+        """One part of a long MO: its row is written in the next group commit, then it is acknowledged."""
+        keep = self.parts.keep(self.reassembler, source, dest, concat, body, data_coding, held, self.gateway.now())
+        if not keep:
+            conn.respond_later(pdu, 0, message_id=held.message_id)
+            return
+        self.held_parts[(source, dest)].append(held)
+
+        def done(_reply, error) -> None:
+            conn.respond_later(pdu, S.ESME_RSYSERR if error is not None else 0, message_id=held.message_id)
+
+        self.pipeline.accept(Accepted(Inbound("sms", source, dest, "", conn.system_id), held.message_id,
+                                      conn.system_id, None, done, route=False, writes=keep, message=False))
 
     def accept_message(self, conn: SMPPServerProtocol, pdu, source: str, dest: str, text: str,
-                       message_id: str, registered: int) -> None:
+                       message_id: str, registered: int, concat: ConcatInfo | None = None) -> None:
         now = self.gateway.now()
         held = self.held_parts.pop((source, dest), [])
+        release = self.parts.release_whole(source, dest, concat)
         receipt = None
         if registered == 1:
             receipt = receipt_extra(message_id, submitted_at=now, done_at=now, text=text)
@@ -525,8 +548,9 @@ class SMPPServerService(service.Service):
                 conn.respond_later(pdu, 0, message_id=message_id)
 
         self.pipeline.accept(Accepted(inbound, message_id, conn.system_id, receipt, done, route=routed,
-                                      part_receipts=[receipt_extra(mid, submitted_at=now, done_at=now)
-                                                     for mid, reg in held if reg == 1]))
+                                      part_receipts=[receipt_extra(part.message_id, submitted_at=now, done_at=now)
+                                                     for part in held if part.registered == 1],
+                                      writes=release))
 
     def accept_multi(self, conn, pdu, source: str, dests: list[str], text: str, message_id: str,
                      registered: int) -> None:
@@ -556,14 +580,17 @@ class SMPPServerService(service.Service):
                      "{total}; asked the sender to resend", sender=expired.sender, dest=expired.recipient,
                      ref=expired.ref, got=list(expired.received), total=expired.total)
             self.held_parts.pop((expired.sender, expired.recipient), None)
-            self._send_resend_request(expired.sender, expired.recipient)
+            self._send_resend_request(expired)
         if self.running:
             self._schedule_expiry()
 
-    def _send_resend_request(self, sender: str, service_number: str) -> None:
+    def _send_resend_request(self, expired) -> None:
+        """Ask the sender of an incomplete long MO to send it again; its kept parts go in the same commit."""
+        sender, service_number = expired.sender, expired.recipient
         accounts = self.gateway.service_accounts() or []
         gw = self.gateway
         with gw.db() as session, session.begin():
+            self.parts.release(sender, service_number, expired.ref, expired.total)(session)
             for account in accounts[:1]:
                 gw.outbox.enqueue(session, kind="reply", source=service_number, dest=sender, text=RESEND_TEXT,
                                   account=account)

@@ -255,11 +255,11 @@ class SMSCProtocol(protocol.Protocol):
         sim = self.sim
         system_id, password = pdu.params.get("system_id", ""), pdu.params.get("password", "")
         if sim.system_id and (system_id != sim.system_id or password != sim.password[:8]):
-            self.session.reject_bind(pdu, S.ESME_RINVPASWD)
+            self._handle(self.session.reject_bind(pdu, S.ESME_RINVPASWD))
             return
-        self.session.accept_bind(pdu, system_id="SMSCSIM")
         self.system_id = system_id
         sim.stats["binds"] += 1
+        self._handle(self.session.accept_bind(pdu, system_id="SMSCSIM"))
         sim.on_bind(self)
 
     def _request(self, pdu) -> None:

@@ -31,6 +31,7 @@ from twisted.internet import protocol
 from twisted.logger import Logger
 
 from gateway.delivery import OutRow
+from gateway.mo_parts import HeldPart, PartStore, sar_of
 from gateway.pipeline import Accepted, MOPipeline
 from gateway.receipts import parse_receipt
 from gateway.smpp.constants import CommandStatus as S
@@ -49,14 +50,7 @@ from gateway.smpp.session import (
     Timers,
     Unbound,
 )
-from gateway.smpp.text import (
-    Reassembler,
-    TextError,
-    concat_info_from_tlvs,
-    decode_message,
-    parse_udh,
-    split_message,
-)
+from gateway.smpp.text import Reassembler, TextError, split_message
 from notifier.outbox import new_message_id
 from offers.router import Inbound
 
@@ -334,6 +328,7 @@ class UpstreamClient(service.Service):
         self.pipeline = MOPipeline(gateway)
         self.pipeline.committed_listeners.append(lambda rows: self.poke())
         self.reassembler = Reassembler(self.reactor.seconds, timeout=settings["smpp.reassembly_timeout"])
+        self.parts = PartStore(f"{CHANNEL}:{gateway.instance}")
         self.matcher = ReceiptMatcher()
         self.rows: dict[str, _Row] = {}
         self.ready: deque[tuple[str, int]] = deque()
@@ -354,6 +349,9 @@ class UpstreamClient(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        with self.gateway.db() as session, session.begin():  # long-MO parts acknowledged before a restart
+            self.parts.restore(session, self.reassembler, self.reactor.seconds(),
+                               self.gateway.settings["smpp.reassembly_timeout"])
         for kind in self.kinds:
             factory = _LinkFactory(self, kind)
             self.factories.append(factory)
@@ -407,6 +405,7 @@ class UpstreamClient(service.Service):
 
     def _poll(self) -> None:
         self.poke()
+        self._expire_parts()
         if self.running:
             self._poll_call = self.reactor.callLater(POLL_S, self._poll)
 
@@ -529,32 +528,42 @@ class UpstreamClient(service.Service):
             return
         self.stats["mo"] += 1
         source, dest = pdu.params.get("source_addr", ""), pdu.params.get("destination_addr", "")
+        data_coding = pdu.params.get("data_coding", 0)
         try:
-            text = self._mo_text(pdu, source, dest)
+            text, concat, body = self.reassembler.receive_part(source, dest, pdu.params.get("esm_class", 0),
+                                                               data_coding, pdu.message, sar_of(pdu))
         except TextError as exc:
             link.respond(pdu, exc.command_status or S.ESME_RSYSERR)
-            return
-        if text is None:  # one part of a long MO: the rest will follow
-            link.respond(pdu, 0)
             return
 
         def done(reply, error) -> None:
             link.respond(pdu, S.ESME_RSYSERR if error is not None else 0)
 
-        self.pipeline.accept(Accepted(Inbound("sms", source, dest, text, None), new_message_id(), self.system_id,
-                                      None, done, reply_channel=CHANNEL))
+        message_id = new_message_id()
+        if text is None:  # one part of a long MO: answered once it is kept on disk
+            keep = self.parts.keep(self.reassembler, source, dest, concat, body, data_coding,
+                                   HeldPart(message_id, 0), self.reactor.seconds())
+            if not keep:
+                link.respond(pdu, 0)
+                return
+            self.pipeline.accept(Accepted(Inbound("sms", source, dest, "", None), message_id, self.system_id, None,
+                                          done, route=False, writes=keep, message=False))
+            return
+        self.pipeline.accept(Accepted(Inbound("sms", source, dest, text, None), message_id, self.system_id,
+                                      None, done, reply_channel=CHANNEL,
+                                      writes=self.parts.release_whole(source, dest, concat)))
 
-    def _mo_text(self, pdu: Any, source: str, dest: str) -> str | None:
-        tlvs = pdu.tlvs
-        sar = concat_info_from_tlvs(tlvs.get(Tag.sar_msg_ref_num), tlvs.get(Tag.sar_total_segments),
-                                    tlvs.get(Tag.sar_segment_seqnum))
-        data_coding = pdu.params.get("data_coding", 0)
-        udhi = pdu.params.get("esm_class", 0) & 0x40
-        concat, body = parse_udh(pdu.message) if udhi else (None, pdu.message)
-        concat = concat or sar
-        if concat is None:
-            return decode_message(data_coding, body)
-        return self.reassembler.add(source, dest, concat.ref, concat.total, concat.seq, body, data_coding)
+    def _expire_parts(self) -> None:
+        """Long MO whose missing parts never came: logged, their kept parts deleted."""
+        expired = self.reassembler.expire()
+        if not expired:
+            return
+        with self.gateway.db() as session, session.begin():
+            for gone in expired:
+                log.warn("upstream long MO from {sender} to {dest} (ref {ref}) incomplete: got parts {got} of "
+                         "{total}", sender=gone.sender, dest=gone.recipient, ref=gone.ref, got=list(gone.received),
+                         total=gone.total)
+                self.parts.release(gone.sender, gone.recipient, gone.ref, gone.total)(session)
 
     def _receipt(self, link: UpstreamLink, pdu: Any) -> None:
         found = receipt_of(pdu)

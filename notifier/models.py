@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, Float, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from offers.db import Base
@@ -73,6 +73,28 @@ class MessageLog(Base):
     action: Mapped[str | None] = mapped_column(String(32), nullable=True)  # router action for MO
 
     __table_args__ = (Index("ix_message_log_source_at", "source", "at"),)
+
+
+class PendingPart(Base):
+    """A part of a long MO that was acknowledged before the rest arrived: kept until the message is
+    whole (deleted in the commit that logs it) or expired, and reloaded into the reassembler on start."""
+
+    __tablename__ = "pending_parts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(80))  # whose reassembler: smpp:<instance> or upstream:<instance>
+    sender: Mapped[str] = mapped_column(String(65))
+    recipient: Mapped[str] = mapped_column(String(65))
+    ref: Mapped[int] = mapped_column(Integer)
+    total: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)
+    data_coding: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)  # user data without the UDH
+    message_id: Mapped[str] = mapped_column(String(64))  # given in this part's submit_sm_resp
+    registered: Mapped[int] = mapped_column(Integer)  # registered_delivery & 3 of this part
+    received_at: Mapped[float] = mapped_column(Float)  # arrival; the oldest of a message restarts its reassembly clock
+
+    __table_args__ = (Index("ix_pending_parts_message", "channel", "sender", "recipient", "ref", "total"),)
 
 
 class Account(Base):

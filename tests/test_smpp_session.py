@@ -207,13 +207,16 @@ SPEC_TABLE = {
     "query_sm": (True, False, TX),
     "cancel_sm": (True, False, TX),
     "replace_sm": (True, False, TX),
-    "enquire_link": (True, True, BOUND),
+    "enquire_link": (True, True, set(State) - {State.CLOSED}),  # a link check, answered before a bind too
     "alert_notification": (False, True, RX),
 }
 REQUESTS = [c.name for c in CommandId if not c & 0x80000000]
 RESPONSES = [c.name for c in CommandId if c & 0x80000000]
 REACHABLE = [State.OPEN, State.BIND_PENDING, State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX, State.UNBOUND]
-SAMPLE_PARAMS = {"submit_multi": {"dest_address": [{"destination_addr": "13800000001"}]}}
+SAMPLE_PARAMS = {
+    "submit_multi": {"dest_address": [{"destination_addr": "13800000001"}]},
+    **{command: {"destination_addr": "10086"} for command in ("submit_sm", "deliver_sm", "data_sm")},
+}
 
 
 def test_spec_table_covers_every_request():
@@ -269,6 +272,9 @@ def test_state_table(role, state, command):
     request = PDU.make(command, 77, **SAMPLE_PARAMS.get(command, {}))
     events = session.receive_data(encode(request))
     replies = decode_all(session.data_to_send())
+    if role == SMSC and state is State.BIND_PENDING:  # held until the bind is decided (tested below)
+        assert (events, replies) == ([], [])
+        return
     status = expected_outcome(role, state, command)
     if status is None:
         if command in ("enquire_link", "unbind"):
@@ -290,7 +296,8 @@ def test_unsolicited_responses_are_reported_not_answered(role, state, command):
     session = session_in(role, state)
     events = session.receive_data(encode(PDU.make(command, 5000)))
     assert session.data_to_send() == b""
-    assert [type(e) for e in events] == [ProtocolViolation]
+    # Behind a pending bind even a stray response waits its turn (reported once the bind is decided).
+    assert [type(e) for e in events] == ([] if (role, state) == (SMSC, State.BIND_PENDING) else [ProtocolViolation])
     assert session.state is state
 
 
@@ -359,7 +366,7 @@ def test_duplicate_sequence_and_pending_limit():
     [requested] = session.receive_data(encode(PDU.make("bind_transceiver", 1, system_id="t")))
     session.accept_bind(requested.pdu)
     session.data_to_send()
-    submits = [encode(PDU.make("submit_sm", seq)) for seq in (10, 10, 11, 12)]
+    submits = [encode(PDU.make("submit_sm", seq, destination_addr="10086")) for seq in (10, 10, 11, 12)]
     events = session.receive_data(b"".join(submits))
     assert [type(e) for e in events] == [
         RequestReceived,
@@ -381,7 +388,7 @@ def test_duplicate_sequence_and_pending_limit():
 def test_generic_nack_answers_an_outstanding_request():
     link = Link()
     link.bind()
-    submit = link.client.send_request("submit_sm", short_message=b"x")
+    submit = link.client.send_request("submit_sm", destination_addr="10086", short_message=b"x")
     link.client.data_to_send()
     [answer] = link.client.receive_data(
         encode(PDU(CommandId.generic_nack, submit.sequence_number, S.ESME_RINVCMDLEN))
@@ -393,7 +400,7 @@ def test_generic_nack_answers_an_outstanding_request():
 def test_response_to_the_wrong_command_is_not_matched():
     link = Link()
     link.bind()
-    submit = link.client.send_request("submit_sm")
+    submit = link.client.send_request("submit_sm", destination_addr="10086")
     events = link.client.receive_data(encode(PDU.make("query_sm_resp", submit.sequence_number)))
     assert [type(e) for e in events] == [ProtocolViolation]
     assert link.client.window_available() == 9
@@ -406,10 +413,10 @@ def test_window_full_and_exempt_commands():
     link = Link(window=3)
     link.bind()
     for _ in range(3):
-        link.client.send_request("submit_sm")
+        link.client.send_request("submit_sm", destination_addr="10086")
     assert link.client.window_available() == 0 and not link.client.can_send("submit_sm")
     with pytest.raises(WindowFull):
-        link.client.send_request("submit_sm")
+        link.client.send_request("submit_sm", destination_addr="10086")
     link.client.send_request("enquire_link")
     assert link.client.can_send("unbind")
     for received in link.to_server():
@@ -420,11 +427,11 @@ def test_window_full_and_exempt_commands():
 
 def test_sequence_numbers_increase_and_wrap():
     session = session_in(ESME, State.BOUND_TX)
-    first = session.send_request("submit_sm").sequence_number
-    assert session.send_request("submit_sm").sequence_number == first + 1
+    first = session.send_request("submit_sm", destination_addr="10086").sequence_number
+    assert session.send_request("submit_sm", destination_addr="10086").sequence_number == first + 1
     session._next_seq = 0x7FFFFFFF
-    assert session.send_request("submit_sm").sequence_number == 0x7FFFFFFF
-    assert session.send_request("submit_sm").sequence_number == 1
+    assert session.send_request("submit_sm", destination_addr="10086").sequence_number == 0x7FFFFFFF
+    assert session.send_request("submit_sm", destination_addr="10086").sequence_number == 1
 
 
 def test_api_misuse_is_local_error():
@@ -510,9 +517,9 @@ def test_inactivity_unbinds_and_closes():
 def test_response_timeout_frees_the_window():
     link = Link(Timers(response=5, enquire_link=0, inactivity=0))
     link.bind()
-    first = link.client.send_request("submit_sm")
+    first = link.client.send_request("submit_sm", destination_addr="10086")
     link.clock.advance(2)
-    second = link.client.send_request("submit_sm")
+    second = link.client.send_request("submit_sm", destination_addr="10086")
     assert link.client.next_deadline() == 5
     link.clock.advance(3)
     assert link.client.tick() == [ResponseTimeout(first)]
@@ -536,7 +543,7 @@ def test_bind_response_timeout_returns_to_open():
 def test_connection_lost_aborts_outstanding_requests():
     link = Link()
     link.bind()
-    submit = link.client.send_request("submit_sm")
+    submit = link.client.send_request("submit_sm", destination_addr="10086")
     assert link.client.connection_lost() == [RequestAborted(submit)]
     assert link.client.state is State.CLOSED
     link.client.respond(submit)  # late answers after close are ignored
@@ -547,7 +554,7 @@ def test_disabled_timers_give_no_deadline():
     link = Link(Timers(session_init=0, enquire_link=0, inactivity=0, response=0))
     assert link.server.next_deadline() is None
     link.bind()
-    link.client.send_request("submit_sm")
+    link.client.send_request("submit_sm", destination_addr="10086")
     assert link.client.next_deadline() is None and link.client.tick() == []
 
 
@@ -561,7 +568,7 @@ CONVERSATION = b"".join(
     encode(p)
     for p in [
         PDU.make("submit_sm", 2, destination_addr="10086", short_message=b"200"),
-        PDU.make("submit_sm", 3, message_payload=b"x" * 500, sar_msg_ref_num=1),
+        PDU.make("submit_sm", 3, destination_addr="10086", message_payload=b"x" * 500, sar_msg_ref_num=1),
         PDU.make("enquire_link", 4),
         PDU.make("submit_sm", 5, destination_addr="10086", short_message=b"0000"),
         PDU.make("unbind", 6),
@@ -615,11 +622,11 @@ def test_peer_unbind_waits_for_pending_answers():
     [requested] = session.receive_data(BIND)
     session.accept_bind(requested.pdu)
     session.data_to_send()
-    submits = [PDU.make("submit_sm", seq) for seq in (2, 3)]
+    submits = [PDU.make("submit_sm", seq, destination_addr="10086") for seq in (2, 3)]
     events = session.receive_data(b"".join(encode(p) for p in [*submits, PDU.make("unbind", 4)]))
     assert events == [RequestReceived(submits[0]), RequestReceived(submits[1]), Unbound(by_peer=True)]
     assert session.state is State.UNBOUND and session.data_to_send() == b""
-    [refused] = session.receive_data(encode(PDU.make("submit_sm", 5)))
+    [refused] = session.receive_data(encode(PDU.make("submit_sm", 5, destination_addr="10086")))
     assert refused.status == S.ESME_RINVBNDSTS
     session.data_to_send()
     assert session.respond(submits[1], message_id="b") == []
@@ -636,7 +643,7 @@ def test_peer_unbind_is_answered_when_the_application_stalls():
     session = Session(SMSC, clock.seconds, Timers(response=5, enquire_link=0))
     [requested] = session.receive_data(BIND)
     session.accept_bind(requested.pdu)
-    session.receive_data(encode(PDU.make("submit_sm", 2)) + encode(PDU.make("unbind", 3)))
+    session.receive_data(encode(PDU.make("submit_sm", 2, destination_addr="10086")) + encode(PDU.make("unbind", 3)))
     session.data_to_send()
     assert session.next_deadline() == 5
     clock.advance(5)
@@ -644,12 +651,90 @@ def test_peer_unbind_is_answered_when_the_application_stalls():
     assert [p.command for p in decode_all(session.data_to_send())] == ["unbind_resp"]
 
 
-def test_request_pipelined_behind_a_bind_is_refused():
+# --- requests pipelined behind a bind ----------------------------------------------------------
+
+
+def pipelined(data: bytes, byte_by_byte: bool) -> tuple[Session, PDU, list]:
+    """A server session fed a bind and what follows it; returns the bind and the other events."""
     session = Session(SMSC, Clock().seconds)
-    events = session.receive_data(BIND + CONVERSATION[: int.from_bytes(CONVERSATION[:4], "big")])
-    assert [type(e) for e in events] == [BindRequested, ProtocolViolation]
-    [refused] = decode_all(session.data_to_send())
-    assert (refused.command, refused.command_status) == ("submit_sm_resp", S.ESME_RINVBNDSTS)
+    events = feed(session, data, byte_by_byte)
+    assert isinstance(events[0], BindRequested)
+    assert session.data_to_send() == b"", "nothing is answered before the bind is decided"
+    return session, events[0].pdu, events[1:]
+
+
+def answer_all(session: Session, events: list) -> list[tuple[str, int, int]]:
+    for event in events:
+        if isinstance(event, RequestReceived):
+            session.respond(event.pdu, message_id="m")
+    return [(p.command, p.command_status, p.sequence_number) for p in decode_all(session.data_to_send())]
+
+
+@pytest.mark.parametrize("byte_by_byte", [False, True])
+def test_requests_pipelined_behind_a_bind_are_answered_after_it_in_order(byte_by_byte):
+    session, bind, later = pipelined(BIND + CONVERSATION, byte_by_byte)
+    assert later == [] and session.state is State.BIND_PENDING
+    events = session.accept_bind(bind, system_id="gw")
+    assert [type(e) for e in events] == [RequestReceived, RequestReceived, RequestReceived, Unbound]
+    assert answer_all(session, events) == [
+        ("bind_transceiver_resp", 0, 1),
+        ("enquire_link_resp", 0, 4),
+        ("submit_sm_resp", 0, 2),
+        ("submit_sm_resp", 0, 3),
+        ("submit_sm_resp", 0, 5),
+        ("unbind_resp", 0, 6),
+    ]
+
+
+@pytest.mark.parametrize("byte_by_byte", [False, True])
+def test_requests_behind_a_refused_bind_meet_the_open_state(byte_by_byte):
+    first = CONVERSATION[: int.from_bytes(CONVERSATION[:4], "big")]
+    probe = encode(PDU.make("enquire_link", 9))
+    session, bind, _ = pipelined(BIND + first + probe, byte_by_byte)
+    events = session.reject_bind(bind, S.ESME_RINVPASWD)
+    assert [(type(e), getattr(e, "status", None)) for e in events] == [(ProtocolViolation, S.ESME_RINVBNDSTS)]
+    assert answer_all(session, events) == [
+        ("bind_transceiver_resp", S.ESME_RINVPASWD, 1),
+        ("submit_sm_resp", S.ESME_RINVBNDSTS, 2),
+        ("enquire_link_resp", 0, 9),
+    ]
+    assert session.state is State.OPEN
+
+
+def test_a_second_bind_behind_a_pending_one_waits_then_is_already_bound():
+    session, bind, _ = pipelined(BIND + encode(PDU.make("bind_transmitter", 2, system_id="t")), False)
+    events = session.accept_bind(bind)
+    assert [type(e) for e in events] == [ProtocolViolation]
+    assert answer_all(session, events) == [("bind_transceiver_resp", 0, 1), ("bind_transmitter_resp", S.ESME_RALYBND, 2)]
+
+
+def test_a_bind_behind_a_refused_bind_is_the_next_pending_bind():
+    retry = PDU.make("bind_transmitter", 2, system_id="t")
+    session, bind, _ = pipelined(BIND + encode(retry) + encode(PDU.make("enquire_link", 3)), False)
+    events = session.reject_bind(bind, S.ESME_RINVPASWD)
+    assert events == [BindRequested(retry)] and session.state is State.BIND_PENDING
+    assert session.accept_bind(retry) == []  # the enquire_link behind it was answered here
+    assert answer_all(session, []) == [
+        ("bind_transceiver_resp", S.ESME_RINVPASWD, 1),
+        ("bind_transmitter_resp", 0, 2),
+        ("enquire_link_resp", 0, 3),
+    ]
+
+
+def test_holding_behind_a_bind_is_bounded():
+    session = Session(SMSC, Clock().seconds, max_held=100)
+    [requested] = session.receive_data(BIND + b"\0" * 100)
+    assert session.receive_data(b"\0") == [ConnectionShouldClose("more than 100 octets sent before the bind was answered")]
+    assert session.state is State.CLOSED
+
+
+@pytest.mark.parametrize("role", [ESME, SMSC])
+def test_enquire_link_is_answered_before_any_bind(role):
+    session = Session(role, Clock().seconds)
+    assert session.receive_data(encode(PDU.make("enquire_link", 3))) == []
+    [answer] = decode_all(session.data_to_send())
+    assert (answer.command, answer.command_status, answer.sequence_number) == ("enquire_link_resp", 0, 3)
+    assert session.state is State.OPEN
 
 
 # --- token bucket ----------------------------------------------------------------------------

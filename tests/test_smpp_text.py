@@ -274,7 +274,7 @@ def test_gsm_dcs_coding_groups():
     assert decode_message(0xE0, "留言".encode("utf-16-be")) == "留言"  # message waiting, store, UCS2
 
 
-@pytest.mark.parametrize("data_coding", [5, 9, 0x0B, 0x0D, 0x0F, 0x20, 0x1C, 0x80, 0xBF, 256, -1])
+@pytest.mark.parametrize("data_coding", [5, 9, 0x0B, 0x0D, 0x20, 0x1C, 0x80, 0xBF, 256, -1])
 def test_unsupported_data_coding(data_coding):
     with pytest.raises(UnsupportedDataCoding) as info:
         decode_message(data_coding, b"x")

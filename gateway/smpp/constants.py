@@ -7,8 +7,10 @@ Member names are the spec's own names (``CommandId.submit_sm``, ``Tag.sar_msg_re
 from enum import IntEnum, IntFlag
 
 __all__ = [
+    "ESME",
     "INTERFACE_VERSION",
     "RESPONSE_BIT",
+    "SMSC",
     "CommandId",
     "CommandStatus",
     "DataCoding",
@@ -20,6 +22,9 @@ __all__ = [
 ]
 
 INTERFACE_VERSION = 0x34
+# The two roles, as the session names them: who sends a PDU decides what is legal and checked.
+ESME = "client"
+SMSC = "server"
 RESPONSE_BIT = 0x80000000
 
 

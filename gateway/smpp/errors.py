@@ -16,6 +16,7 @@
     │   ├── InvalidDestFlag          0x40 submit_multi dest_flag neither 1 nor 2
     │   ├── InvalidTLVStream         0xC0 TLV header or value runs past the end of the PDU
     │   ├── InvalidTLVLength         0xC2 known TLV with the wrong length for its type
+    │   ├── FieldCheckFailed         a field fails its check in checks.TABLE: that row's status
     │   ├── DuplicateSequence        0x08 a request reuses the sequence number of one still unanswered
     │   └── TooManyPending           0x58 the peer has more unanswered requests than we accept
     └── LocalProtocolError           our own side misused the API (no wire status)
@@ -36,6 +37,7 @@ __all__ = [
     "AlreadyBound",
     "DuplicateSequence",
     "EncodeError",
+    "FieldCheckFailed",
     "IllegalSend",
     "InvalidBindStatus",
     "InvalidCommandId",
@@ -122,6 +124,10 @@ class InvalidTLVStream(SMPPError):
 
 class InvalidTLVLength(SMPPError):
     status = CommandStatus.ESME_RINVPARLEN
+
+
+class FieldCheckFailed(SMPPError):
+    """A decoded request breaks a rule of its fields (gateway.smpp.checks); command_status is the rule's."""
 
 
 class DuplicateSequence(SMPPError):

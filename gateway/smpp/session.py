@@ -3,14 +3,17 @@
 The transport feeds received bytes to ``receive_data`` and gets application events back;
 it writes whatever ``data_to_send`` returns; it calls ``tick`` when the clock reaches
 ``next_deadline`` (calling early is harmless). The session answers enquire_link, unbind,
-illegal and undecodable PDUs itself; everything needing policy (bind credentials, routing,
+illegal and undecodable PDUs, and message PDUs whose fields break a rule of
+``checks.TABLE``, itself; everything needing policy (bind credentials, routing,
 throttling) is reported as an event and answered by the application through
 ``accept_bind`` / ``reject_bind`` / ``respond``.
 
-Frames are processed in arrival order within one ``receive_data`` call, before the
-application has seen any of the resulting events. So a request pipelined behind a bind
-(the ESME did not wait for bind_resp) finds the session in BIND_PENDING and is refused
-with ESME_RINVBNDSTS, as SMPP 3.4 requires of a peer that is not yet bound.
+Frames are processed in arrival order and answered in that order. A request pipelined
+behind a bind (the ESME did not wait for bind_resp) is held, undecoded, while the bind is
+pending: ``accept_bind`` / ``reject_bind`` queue the bind_resp first, then process what
+was held and return the events it caused, so the request meets the state the bind
+decided (bound, or still OPEN). At most ``max_held`` octets are held; a peer sending more
+before its bind is answered is disconnected. enquire_link is answered in every state.
 
 States::
 
@@ -37,11 +40,13 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
-from .constants import INTERFACE_VERSION, RESPONSE_BIT, CommandId, Tag
+from .checks import first_failure
+from .constants import ESME, INTERFACE_VERSION, RESPONSE_BIT, SMSC, CommandId, Tag
 from .constants import CommandStatus as S
 from .errors import (
     AlreadyBound,
     DuplicateSequence,
+    FieldCheckFailed,
     IllegalSend,
     InvalidBindStatus,
     InvalidCommandId,
@@ -53,6 +58,7 @@ from .errors import (
 from .pdu import DEFAULT_MAX_PDU_SIZE, PDU, Framer, command_spec, decode, encode
 
 __all__ = [
+    "DEFAULT_MAX_HELD",
     "DEFAULT_TIMERS",
     "ESME",
     "LEGAL",
@@ -71,8 +77,6 @@ __all__ = [
     "Unbound",
 ]
 
-ESME = "client"
-SMSC = "server"
 
 
 class State(Enum):
@@ -90,6 +94,7 @@ _TX = frozenset({State.BOUND_TX, State.BOUND_TRX})
 _RX = frozenset({State.BOUND_RX, State.BOUND_TRX})
 _BOUND = _TX | _RX
 _UNBINDABLE = _BOUND | {State.UNBOUND}  # an unbind crossing ours is still answered ESME_ROK
+_ALIVE = frozenset(State) - {State.CLOSED}  # enquire_link: a link check, legal before a bind too
 
 # Who may send which request in which state (SMPP 3.4 section 2.3, Table 2-1).
 # A (sender, command) pair missing here is never legal: it is answered ESME_RINVCMDID.
@@ -111,8 +116,8 @@ LEGAL: Mapping[tuple[str, str], frozenset[State]] = MappingProxyType({
     (SMSC, "data_sm"):            _RX,
     (SMSC, "deliver_sm"):         _RX,
     (SMSC, "alert_notification"): _RX,
-    (ESME, "enquire_link"):       _BOUND,
-    (SMSC, "enquire_link"):       _BOUND,
+    (ESME, "enquire_link"):       _ALIVE,
+    (SMSC, "enquire_link"):       _ALIVE,
     (ESME, "unbind"):             _UNBINDABLE,
     (SMSC, "unbind"):             _UNBINDABLE,
 })  # fmt: skip
@@ -128,6 +133,7 @@ _BUSY_FOR_BIND = _BOUND | {State.BIND_PENDING}
 # Link maintenance must work even when the application has filled the window.
 _WINDOW_EXEMPT = frozenset({"enquire_link", "unbind"})
 _MAX_SEQUENCE = 0x7FFFFFFF
+DEFAULT_MAX_HELD = 256 * 1024
 
 
 def _state_error(command: str, state: State) -> type[SMPPError]:
@@ -230,6 +236,7 @@ class Session:
         *,
         max_pending_in: int = 1000,
         max_pdu_size: int = DEFAULT_MAX_PDU_SIZE,
+        max_held: int = DEFAULT_MAX_HELD,
     ) -> None:
         if role not in (ESME, SMSC):
             raise ValueError(f"role must be {ESME!r} (ESME) or {SMSC!r} (SMSC), got {role!r}")
@@ -238,6 +245,7 @@ class Session:
         self.timers = timers
         self.window = window
         self.max_pending_in = max_pending_in
+        self.max_held = max_held  # octets received while a bind is pending, held until it is decided
         self.peer_system_id: str | None = None  # server role: system_id of the accepted bind
         self._now = now
         self._framer = Framer(max_pdu_size)
@@ -289,7 +297,14 @@ class Session:
         self._last_rx = self._now()
         self._framer.feed(data)
         events: list[Event] = []
-        while self._state is not State.CLOSED:
+        self._process_frames(events)
+        if self._pending_bind is not None and self._framer.buffered > self.max_held:
+            self._close(f"more than {self.max_held} octets sent before the bind was answered", events)
+        return events
+
+    def _process_frames(self, events: list[Event]) -> None:
+        """Handle buffered frames in arrival order; frames behind a pending bind wait for its decision."""
+        while self._state is not State.CLOSED and self._pending_bind is None:
             try:
                 frame = self._framer.next_frame()
             except SMPPError as exc:
@@ -305,7 +320,6 @@ class Session:
                     self._on_request(pdu, events)
             except SMPPError as exc:
                 self._answer_error(exc, events)
-        return events
 
     def _on_request(self, pdu: PDU, events: list[Event]) -> None:
         name = pdu.command
@@ -338,8 +352,20 @@ class Session:
         elif name in ("outbind", "alert_notification"):
             events.append(RequestReceived(pdu))
         else:
+            self._check_fields(pdu)
             self._admit(pdu)
             events.append(RequestReceived(pdu))
+
+    def _check_fields(self, pdu: PDU) -> None:
+        """Refuse a message PDU whose fields break SMPP 3.4 (checks.TABLE) before the application sees it."""
+        failed = first_failure(self.peer_role, pdu)
+        if failed is not None:
+            raise FieldCheckFailed(
+                f"{pdu.command} {failed.field}: must be {failed.rule}",
+                command_status=failed.status,
+                command_id=pdu.command_id,
+                sequence_number=pdu.sequence_number,
+            )
 
     def _admit(self, pdu: PDU) -> None:
         """Track a request the application must answer, bounding how many may wait."""
@@ -401,25 +427,39 @@ class Session:
 
     # -- answering the peer -----------------------------------------------------------------
 
-    def accept_bind(self, pdu: PDU, system_id: str = "", *, tlvs: Mapping[int, Any] | None = None) -> None:
-        """Server role: accept the bind reported by BindRequested."""
+    def accept_bind(
+        self, pdu: PDU, system_id: str = "", *, tlvs: Mapping[int, Any] | None = None
+    ) -> list[Event]:
+        """Server role: accept the bind reported by BindRequested.
+
+        Returns the events of the requests held behind the bind, now processed as bound.
+        """
+        events: list[Event] = []
         if self._state is State.CLOSED:
-            return
+            return events
         self._take_pending_bind(pdu)
         answer = {Tag.sc_interface_version: INTERFACE_VERSION, **(tlvs or {})}
         self._queue(pdu.response(S.ESME_ROK, system_id=system_id, tlvs=answer))
         self._state = _BIND_RESULT[pdu.command]
         self.peer_system_id = pdu.params["system_id"]
+        self._process_frames(events)
+        return events
 
-    def reject_bind(self, pdu: PDU, status: int) -> None:
-        """Server role: refuse the bind (e.g. ESME_RINVPASWD, ESME_RBINDFAIL); the peer may retry."""
+    def reject_bind(self, pdu: PDU, status: int) -> list[Event]:
+        """Server role: refuse the bind (e.g. ESME_RINVPASWD, ESME_RBINDFAIL); the peer may retry.
+
+        Returns the events of the requests held behind the bind, now processed as not bound.
+        """
         if not status:
             raise LocalProtocolError("reject_bind needs a non-zero command_status")
+        events: list[Event] = []
         if self._state is State.CLOSED:
-            return
+            return events
         self._take_pending_bind(pdu)
         self._queue(pdu.response(status))
         self._state = State.OPEN
+        self._process_frames(events)
+        return events
 
     def _take_pending_bind(self, pdu: PDU) -> None:
         pending = self._pending_bind

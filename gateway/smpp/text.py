@@ -63,7 +63,10 @@ __all__ = [
     "gsm7_length",
     "gsm7_pack",
     "gsm7_unpack",
+    "is_ucs2",
+    "known_data_coding",
     "parse_udh",
+    "split_concat",
     "split_message",
     "ucs2_length",
 ]
@@ -334,6 +337,8 @@ _SMPP_ALPHABETS = {
     0x08: _UCS2,
     0x0A: "iso2022_jp",
     0x0E: "euc_kr",
+    # Reserved in SMPP 3.4, but GSM 03.38's CBS/USSD "GSM 7-bit, language unspecified", as handsets send USSD.
+    0x0F: _GSM7,
 }
 _DCS_ALPHABET_BITS = (_GSM7, _BINARY, _UCS2, None)
 
@@ -354,6 +359,16 @@ def _alphabet_of(data_coding: int) -> str | None:
 
 
 _ALPHABETS = {dc: _alphabet_of(dc) for dc in range(256)}
+
+
+def known_data_coding(data_coding: int) -> bool:
+    """Whether `decode_message` takes this data_coding (SMPP 3.4 values and the GSM 03.38 DCS groups)."""
+    return _ALPHABETS.get(data_coding) is not None
+
+
+def is_ucs2(data_coding: int) -> bool:
+    """Whether this data_coding carries UCS2 (two octets a character)."""
+    return _ALPHABETS.get(data_coding) == _UCS2
 
 
 def _decode_default(payload: bytes) -> str:
@@ -662,8 +677,13 @@ class Reassembler:
         seq: int,
         payload: bytes | str,
         data_coding: int,
+        first_seen: float | None = None,
     ) -> str | None:
-        """Store one part; the whole text once every part is in, else None (also for duplicates)."""
+        """Store one part; the whole text once every part is in, else None (also for duplicates).
+
+        ``first_seen`` restores a part kept across a restart (its message's first arrival); parts must
+        then be restored oldest message first.
+        """
         _check_concat(ref, total, seq)
         if _ALPHABETS.get(data_coding) is None:
             raise UnsupportedDataCoding(data_coding)  # now, not when the last part arrives
@@ -676,7 +696,7 @@ class Reassembler:
         if entry is None:
             if self._is_resent(key, seq, payload):
                 return None
-            entry = self._pending[key] = _Pending(self._now())
+            entry = self._pending[key] = _Pending(self._now() if first_seen is None else first_seen)
         elif seq in entry.parts:
             return None
         entry.parts[seq] = (payload, data_coding)
@@ -699,11 +719,27 @@ class Reassembler:
         sar: ConcatInfo | None = None,
     ) -> str | None:
         """Feed one MO PDU's text fields: a UDH (esm_class UDHI) or SAR info makes it a part."""
-        concat, body = parse_udh(short_message) if esm_class & ESM_UDHI else (None, short_message)
-        concat = concat or sar
+        return self.receive_part(sender, recipient, esm_class, data_coding, short_message, sar)[0]
+
+    def receive_part(
+        self,
+        sender: str,
+        recipient: str,
+        esm_class: int,
+        data_coding: int,
+        short_message: bytes,
+        sar: ConcatInfo | None = None,
+    ) -> tuple[str | None, ConcatInfo | None, bytes]:
+        """`receive`, also returning the part's concatenation info (None for a single SMS) and user data."""
+        concat, body = split_concat(esm_class, short_message, sar)
         if concat is None:
-            return decode_message(data_coding, body)
-        return self.add(sender, recipient, concat.ref, concat.total, concat.seq, body, data_coding)
+            return decode_message(data_coding, body), None, body
+        return self.add(sender, recipient, concat.ref, concat.total, concat.seq, body, data_coding), concat, body
+
+    def holds(self, sender: str, recipient: str, ref: int, total: int, seq: int) -> bool:
+        """Whether that part is stored, waiting for the rest of its message."""
+        entry = self._pending.get((sender, recipient, ref, total))
+        return entry is not None and seq in entry.parts
 
     def expire(self) -> list[Expired]:
         """Incomplete messages older than the timeout, plus any evicted since the last call."""
@@ -761,6 +797,12 @@ class Reassembler:
             return True
         del self._completed[key]
         return False
+
+
+def split_concat(esm_class: int, short_message: bytes, sar: ConcatInfo | None = None) -> tuple[ConcatInfo | None, bytes]:
+    """(concatenation info, user data without the UDH) of one MO: from its UDH (esm_class UDHI), else SAR."""
+    concat, body = parse_udh(short_message) if esm_class & ESM_UDHI else (None, short_message)
+    return concat or sar, body
 
 
 def _expired(key: _Key, entry: _Pending, reason: str) -> Expired:

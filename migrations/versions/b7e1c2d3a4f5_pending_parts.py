@@ -1,7 +1,7 @@
 """pending long-MO parts, durable until the message is whole or expired
 
 Revision ID: b7e1c2d3a4f5
-Revises: 7025eb295b5e
+Revises: f4c8b4e0f8cb
 Create Date: 2026-12-01 23:40:00.000000
 """
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = 'b7e1c2d3a4f5'
-down_revision = '7025eb295b5e'
+down_revision = 'f4c8b4e0f8cb'
 branch_labels = None
 depends_on = None
 

@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from gateway import simulate_cli
 
-    simulate_cli.add_parsers(_sub(subs, "simulate", "testers' simulators: sms, queue, smsc, callees",
+    simulate_cli.add_parsers(_sub(subs, "simulate", "testers' simulators: sms, queue, smsc, callees, market",
                                   "python run_gateway.py simulate sms --from 13800000001 --text 200"))
 
     p = _sub(subs, "campaign", "campaign tools", "python run_gateway.py campaign plan care-roaming --at "

@@ -6,9 +6,13 @@ has a Beta posterior: the prior's mean comes from the fixture's priority
 weight is ``learning.prior_strength`` pseudo-exposures; the evidence is the shelf exposures since
 the last reset within ``learning.window_days``. The learned factor of one draw ``theta`` is
 
-    factor = clip((theta / prior_mean) ** learning.weight, learning.floor, learning.cap)
+    lift = theta / prior_mean
+    factor = clip((lift / segment_lift) ** learning.weight, learning.floor, learning.cap)
 
-and the score becomes ``priority x fit x value x factor``. Bounds that keep the business rules:
+where ``segment_lift`` is the mean posterior lift of every offer in that segment: the factor says
+how much better (or worse) than its priority promised an offer does compared with the others in
+the segment, so a prior rate set too high or too low shifts nothing. Without evidence every
+factor is about 1 and the shelf is the fixed one. The score becomes ``priority x fit x value x factor``. Bounds that keep the business rules:
 
 - the term is applied only to offers that passed every exclusion (date, channel, subscribed,
   exclusive group, refusal, eligibility): it reorders the eligible, never lets anything else in;
@@ -100,9 +104,9 @@ def prior(priority: Any, settings: Mapping[str, Any] | None) -> tuple[Any, Any]:
     return mean * strength, (1.0 - mean) * strength
 
 
-def factors(theta: Any, prior_mean: Any, settings: Mapping[str, Any] | None) -> np.ndarray:
+def factors(theta: Any, prior_mean: Any, segment_lift: Any, settings: Mapping[str, Any] | None) -> np.ndarray:
     """The learned factor of Thompson draws ``theta`` (arrays broadcast), bounded by floor and cap."""
-    ratio = np.asarray(theta, dtype=float) / np.asarray(prior_mean, dtype=float)
+    ratio = np.asarray(theta, dtype=float) / np.asarray(prior_mean, dtype=float) / segment_lift
     return np.clip(ratio ** knob(settings, "learning.weight"), knob(settings, "learning.floor"),
                    knob(settings, "learning.cap"))
 
@@ -155,16 +159,19 @@ def build_snapshot(counts: Mapping[tuple[str, str], tuple[int, int]], offers: It
     """Posteriors and Thompson draws for every offer x segment (counts: ``(code, segment) -> (n, wins)``)."""
     seed = int(knob(settings, "learning.seed"))
     rng = np.random.default_rng([seed, version])
+    offers = list(offers)
+    a0, b0 = prior([o.priority for o in offers], settings)
+    mean0 = a0 / (a0 + b0)
     arms = {}
-    for offer in offers:
-        a0, b0 = prior(offer.priority, settings)
-        for seg in segments:
-            n, wins = counts.get((offer.code, seg), (0, 0))
-            alpha, beta = float(a0) + wins, float(b0) + max(n - wins, 0)
-            draws = rng.beta(alpha, beta, DRAWS)
-            mean0 = float(a0 / (a0 + b0))
-            arms[(offer.code, seg)] = Evidence(n, wins, alpha, beta, mean0, tuple(draws.tolist()),
-                                               tuple(factors(draws, mean0, settings).tolist()))
+    for seg in segments:
+        n, wins = np.array([counts.get((o.code, seg), (0, 0)) for o in offers], dtype=float).reshape(-1, 2).T
+        alpha, beta = a0 + wins, b0 + np.maximum(n - wins, 0)
+        lift = float(np.mean(alpha / (alpha + beta) / mean0))
+        draws = rng.beta(alpha[:, None], beta[:, None], (len(offers), DRAWS))
+        table = factors(draws, mean0[:, None], lift, settings)
+        for j, offer in enumerate(offers):
+            arms[(offer.code, seg)] = Evidence(int(n[j]), int(wins[j]), float(alpha[j]), float(beta[j]),
+                                               float(mean0[j]), tuple(draws[j].tolist()), tuple(table[j].tolist()))
     return LearnedSnapshot(arms, bool(knob(settings, "learning.enabled")), frozen, reset_at, now,
                            float(knob(settings, "learning.holdout_share")), seed, version)
 

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import sqlite3
+import time
 import urllib.error
 import urllib.request
 
@@ -90,6 +91,22 @@ def test_show_order_confirm_cancel_is_one_linked_chain_in_the_report(gw):
     rows = list(csv.DictReader(io.StringIO(raw.decode())))
     product_row = next(r for r in rows if r["level"] == "product" and r["product"] == code)
     assert product_row["confirmed"] == "1" and product_row["cancelled_7d"] == "1"
+
+    card = _dashboard_products(gw)
+    shown = next(i for i in card["items"] if i["product"] == code)
+    assert (shown["exposures"], shown["conversion"], shown["retention_7d"]) == (1, 1.0, 0.0)
+    assert sum(a["exposures"] for a in card["arms"].values()) == sum(i["exposures"] for i in report["items"])
+
+
+def _dashboard_products(gw) -> dict:
+    """The dashboard's products card (computed in a thread: the first ticks may not have it yet)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        stats = _json(gw, "/api/stats")[1]
+        if stats.get("products"):
+            return stats["products"]
+        time.sleep(0.5)
+    raise AssertionError("the dashboard never showed the products card")
 
 
 def test_explain_shows_the_learned_term(gw):

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Boolean, Float, Index, Integer, String, event, insert
+from sqlalchemy import Boolean, Float, Index, Integer, String, event
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from offers import fastsql
@@ -114,15 +114,23 @@ def record_exposure(session: Session, msisdn: str, offer_code: str, channel: str
     return row["id"]
 
 
+def _insert_sql(table: Any) -> tuple[str, tuple[str, ...]]:
+    columns = tuple(c.key for c in table.columns if c.key != "id" or table.name == "exposures")
+    return (f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            columns)
+
+
+_INSERTS = {"exposures": _insert_sql(Exposure.__table__), "outcomes": _insert_sql(Outcome.__table__)}
+
+
 @event.listens_for(Session, "before_commit")
 def _write_buffered(session: Session) -> None:
     pending = session.info.pop(_BUFFER, None)
     if not pending:
         return
-    if pending["exposures"]:
-        session.execute(insert(Exposure.__table__), pending["exposures"])
-    if pending["outcomes"]:
-        session.execute(insert(Outcome.__table__), pending["outcomes"])
+    for name, (statement, columns) in _INSERTS.items():
+        if pending[name]:  # the driver's executemany: no per-row work in SQLAlchemy on the hot path
+            fastsql.executemany(session, statement, [tuple(row[c] for c in columns) for row in pending[name]])
 
 
 @event.listens_for(Session, "after_soft_rollback")

@@ -1,7 +1,8 @@
 """Every product's results across channels, from the exposure and outcome events (offers/exposures.py).
 
 Per product, per product x segment x channel, and per product x ranking arm (learned vs the fixed
-holdout), over the exposures of the window:
+holdout), over the exposures of the window. The channel is where the offer was shown: ``sms`` and
+``ussd`` (the shelf), ``campaign_sms`` and ``campaign_email``, ``call``.
 
 - ``exposures``: times the offer was put in front of someone (a shelf line, a campaign message, a call);
 - ``ordered`` / ``confirmed`` / ``not_confirmed``: exposures that led to a KT, to its Y, or to a KT
@@ -50,7 +51,8 @@ WITH o AS (
     MAX(CASE WHEN kind = 'complaint' THEN 1 ELSE 0 END) AS complaint,
     MAX(CASE WHEN kind = 'opt_out' THEN 1 ELSE 0 END) AS opt_out
   FROM outcomes WHERE exposure_id IS NOT NULL AND at >= :lo GROUP BY exposure_id)
-SELECT e.offer_code, COALESCE(e.segment, s.brand || ':' || s.usage_class, '?') AS seg, e.channel,
+SELECT e.offer_code, COALESCE(e.segment, s.brand || ':' || s.usage_class, '?') AS seg,
+  CASE WHEN e.context LIKE 'campaign:%' THEN 'campaign_' || e.channel ELSE e.channel END AS ch,
   COALESCE(e.arm, '-') AS arm,
   CASE WHEN e.at >= :week THEN 'this' WHEN e.at >= :last THEN 'last' ELSE '' END AS period,
   CASE WHEN e.at >= :since THEN 1 ELSE 0 END AS in_window,
@@ -60,7 +62,7 @@ SELECT e.offer_code, COALESCE(e.segment, s.brand || ':' || s.usage_class, '?') A
   SUM(COALESCE(o.complaint, 0)), SUM(COALESCE(o.opt_out, 0))
 FROM exposures e LEFT JOIN o ON o.exposure_id = e.id LEFT JOIN subscribers s ON s.msisdn = e.msisdn
 WHERE e.at >= :lo AND e.at <= :now
-GROUP BY e.offer_code, seg, e.channel, arm, period, in_window
+GROUP BY e.offer_code, seg, ch, arm, period, in_window
 """)
 
 

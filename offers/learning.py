@@ -220,11 +220,12 @@ def assign(snapshot: LearnedSnapshot, facts: Mapping[str, Any], msisdn: str, *,
 # --- durable state ---------------------------------------------------------------------------------
 
 def control(session: Session) -> LearningControl:
+    """The one control row, created on first use (two processes may race to: neither fails)."""
     row = session.get(LearningControl, 1)
     if row is None:
-        row = LearningControl(id=1, frozen=False, reset_at=0.0, changed_at=0.0, changed_by="")
-        session.add(row)
-        session.flush()
+        fastsql.execute(session, "INSERT INTO learning_control (id, frozen, reset_at, changed_at, changed_by) "
+                                 "VALUES (1, ?, 0.0, 0.0, '') ON CONFLICT (id) DO NOTHING", (False,))
+        row = session.get(LearningControl, 1)
     return row
 
 

@@ -96,7 +96,7 @@ def test_report_figures_equal_hand_counts(factory):
     cells = {(r["product"], r["segment"], r["channel"]): (r["exposures"], r["confirmed"])
              for r in report["by_segment_channel"]}
     assert cells == {("LL30", "mzone:C", "sms"): (2, 1), ("LL30", "gotone:D", "ussd"): (1, 0),
-                     ("LL30", campaign_segment, "email"): (1, 1), ("LL10", "mzone:C", "sms"): (1, 0)}
+                     ("LL30", campaign_segment, "campaign_email"): (1, 1), ("LL10", "mzone:C", "sms"): (1, 0)}
 
     arms = report["learned_vs_fixed"]["total"]
     assert (arms["learned"]["exposures"], arms["learned"]["confirmed"], arms["learned"]["revenue"]) == (3, 1, 30.0)

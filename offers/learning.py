@@ -39,7 +39,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Boolean, Float, Integer, String, delete, select
+from sqlalchemy import Boolean, Float, Integer, String, delete, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from offers import fastsql
@@ -268,8 +268,11 @@ def all_segments(params: Any) -> list[str]:
 
 def refresh(session: Session, catalog: Any, settings: Mapping[str, Any] | None, now: float,
             version: int = 0) -> LearnedSnapshot:
-    """Fold the events (unless frozen) and load the snapshot: one periodic job per process."""
-    fold(session, now, settings)
+    """Fold the events (unless frozen, or another process folded them less than half a refresh ago)
+    and load the snapshot: one periodic job per process."""
+    last = session.scalar(select(func.max(LearnedArm.updated_at)))
+    if last is None or now - last >= knob(settings, "learning.refresh_s") / 2:
+        fold(session, now, settings)
     return load(session, catalog, settings, now, version)
 
 

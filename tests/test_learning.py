@@ -182,3 +182,17 @@ def test_simulate_market_json_shape_and_determinism(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert _market("--seed", "5") == first
     assert _market("--seed", "6")["days"] != first["days"]
+
+
+def test_shelf_exposures_commit_with_the_reply_and_vanish_with_a_rollback(factory):
+    router = Router(demo_catalog, Settings())
+    with factory() as session, session.begin():
+        codes = router.handle(session, Inbound("ussd", "13800000005", "*200#", "200"), NOW).details["offers"]
+    with pytest.raises(RuntimeError), factory() as session, session.begin():
+        router.handle(session, Inbound("sms", "13800000005", "10086", "200"), NOW + 1)
+        raise RuntimeError("the batch failed before its commit")
+    with factory() as session:
+        rows = session.query(exposures.Exposure).order_by(exposures.Exposure.rank).all()
+    assert [(r.offer_code, r.rank, r.channel, r.context, r.at) for r in rows] == [
+        (code, rank, "ussd", "shelf", NOW) for rank, code in enumerate(codes, 1)]
+    assert {r.arm for r in rows} == {"fixed"} and {r.segment for r in rows} == {"mzone:B"}

@@ -7,12 +7,13 @@ which ranking showed it (``learned`` or the ``fixed`` holdout).
 
 Outcomes (``kind``), each pointing at the exposure that caused it (None when there was none):
 
-- ``ordered`` (KT), linked to the newest exposure of that offer within :data:`ATTRIBUTION_S`;
+- ``ordered`` (KT), linked to the newest exposure of that offer within :data:`ATTRIBUTION_S`: on the
+  subscriber's last shelf (the one a lone digit orders from), or in a campaign message or a call;
 - ``confirmed`` (Y) and ``cancelled`` (QX, with ``after_s`` since the confirmation: the report
   counts cancels within 7 and 30 days), linked through the order before them, so show -> order ->
   confirm -> cancel is one chain whatever else was shown in between;
 - ``refused`` (BX, ``suppresses`` when the refusal keeps the offer off the shelf);
-- ``complaint`` and ``opt_out``, linked to the newest exposure of any offer.
+- ``complaint`` and ``opt_out``, linked to the newest exposure of any offer (the top of the last shelf).
 
 "Not confirmed in time" is an ``ordered`` outcome without a ``confirmed`` one once the confirm
 window has passed; the report derives it.
@@ -24,12 +25,13 @@ bulk insert each when the caller's unit of work commits (the MO pipeline's group
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Boolean, Float, Index, Integer, String, event
+from sqlalchemy import BigInteger, Boolean, Float, Index, Integer, String, event, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from offers import fastsql
@@ -39,15 +41,17 @@ ATTRIBUTION_S = 7 * 86400.0
 OUTCOMES = ("ordered", "confirmed", "cancelled", "refused", "complaint", "opt_out")
 ARMS = ("learned", "fixed")
 _BUFFER = "offers.exposures"
-# unique across processes without a round trip: a random process prefix and a counter
-_PREFIX = os.urandom(5).hex()
+# Ids unique across processes without a round trip: a random 31-bit process prefix, then a counter
+# (an integer key: SQLite keeps the row in its rowid B-tree, no separate key index to write).
+_PREFIX = int.from_bytes(os.urandom(4), "big") >> 1 << 32
 _COUNTER = itertools.count(1)
+ID = BigInteger().with_variant(Integer, "sqlite")
 
 
 class Exposure(Base):
     __tablename__ = "exposures"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=False)
     msisdn: Mapped[str] = mapped_column(String(20))
     offer_code: Mapped[str] = mapped_column(String(16))
     channel: Mapped[str] = mapped_column(String(16))  # sms, ussd, email, call
@@ -57,15 +61,18 @@ class Exposure(Base):
     arm: Mapped[str | None] = mapped_column(String(8), nullable=True)  # learned | fixed (shelf only)
     at: Mapped[float] = mapped_column(Float)
 
-    __table_args__ = (Index("ix_exposures_msisdn_offer", "msisdn", "offer_code", "at"),
-                      Index("ix_exposures_at", "at"))
+    # Only appends on the "200" path: (at, msisdn) grows at its end; the number lookup covers the
+    # rare campaign and call exposures (a shelf's are found through the subscriber's last shelf).
+    __table_args__ = (Index("ix_exposures_at", "at", "msisdn"),
+                      Index("ix_exposures_msisdn_offer", "msisdn", "offer_code", "at",
+                            sqlite_where=text("context <> 'shelf'"), postgresql_where=text("context <> 'shelf'")))
 
 
 class Outcome(Base):
     __tablename__ = "outcomes"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    exposure_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    exposure_id: Mapped[int | None] = mapped_column(ID, nullable=True)
     msisdn: Mapped[str] = mapped_column(String(20))
     offer_code: Mapped[str | None] = mapped_column(String(16), nullable=True)
     kind: Mapped[str] = mapped_column(String(12))
@@ -81,46 +88,44 @@ class Outcome(Base):
 
 @dataclass(frozen=True)
 class Link:
-    exposure_id: str | None
+    exposure_id: int | None
     at: float | None = None  # when the linked event (exposure or order/confirmation) happened
     offer_code: str | None = None
 
 
-def new_id() -> str:
-    return f"{_PREFIX}{next(_COUNTER):x}"
+EXPOSURE_COLUMNS = ("id", "msisdn", "offer_code", "channel", "context", "rank", "segment", "arm", "at")
+_ID, _MSISDN, _CODE, _AT, _RANK = 0, 1, 2, 8, 5
+OUTCOME_COLUMNS = ("exposure_id", "msisdn", "offer_code", "kind", "channel", "at", "after_s", "suppresses")
+_INSERTS = {name: f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+            for name, cols in (("exposures", EXPOSURE_COLUMNS), ("outcomes", OUTCOME_COLUMNS))}
+
+
+def new_id() -> int:
+    return _PREFIX | next(_COUNTER)
 
 
 def exposure_row(msisdn: str, offer_code: str, channel: str, context: str, at: float, *, rank: int | None = None,
-                 segment: str | None = None, arm: str | None = None) -> dict[str, Any]:
-    """One exposure as a row for :func:`record_exposures` (any channel: shelf, campaign, call)."""
-    return {"id": new_id(), "msisdn": msisdn, "offer_code": offer_code, "channel": channel[:16],
-            "context": context[:80], "rank": rank, "segment": segment, "arm": arm, "at": at}
+                 segment: str | None = None, arm: str | None = None) -> tuple:
+    """One exposure as a row for :func:`record_exposures` (any channel: shelf, campaign, call), in
+    :data:`EXPOSURE_COLUMNS` order; its id is ``row[0]``."""
+    return (new_id(), msisdn, offer_code, channel[:16], context[:80], rank, segment, arm, at)
 
 
-def _buffer(session: Session) -> dict[str, list[dict[str, Any]]]:
+def _buffer(session: Session) -> dict[str, list[tuple]]:
     return session.info.setdefault(_BUFFER, {"exposures": [], "outcomes": []})
 
 
-def record_exposures(session: Session, rows: list[dict[str, Any]]) -> None:
+def record_exposures(session: Session, rows: list[tuple]) -> None:
     """Queue exposure rows; they are written with one bulk insert when the session commits."""
     _buffer(session)["exposures"].extend(rows)
 
 
 def record_exposure(session: Session, msisdn: str, offer_code: str, channel: str, context: str, at: float,
-                    **extra: Any) -> str:
+                    **extra: Any) -> int:
     """Record one exposure (a campaign message, an outbound call offer); returns its id."""
     row = exposure_row(msisdn, offer_code, channel, context, at, **extra)
     record_exposures(session, [row])
-    return row["id"]
-
-
-def _insert_sql(table: Any) -> tuple[str, tuple[str, ...]]:
-    columns = tuple(c.key for c in table.columns if c.key != "id" or table.name == "exposures")
-    return (f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-            columns)
-
-
-_INSERTS = {"exposures": _insert_sql(Exposure.__table__), "outcomes": _insert_sql(Outcome.__table__)}
+    return row[_ID]
 
 
 @event.listens_for(Session, "before_commit")
@@ -128,9 +133,9 @@ def _write_buffered(session: Session) -> None:
     pending = session.info.pop(_BUFFER, None)
     if not pending:
         return
-    for name, (statement, columns) in _INSERTS.items():
+    for name, statement in _INSERTS.items():
         if pending[name]:  # the driver's executemany: no per-row work in SQLAlchemy on the hot path
-            fastsql.executemany(session, statement, [tuple(row[c] for c in columns) for row in pending[name]])
+            fastsql.executemany(session, statement, pending[name])
 
 
 @event.listens_for(Session, "after_soft_rollback")
@@ -141,24 +146,46 @@ def _drop_buffered(session: Session, _previous: Any) -> None:
 # --- outcomes --------------------------------------------------------------------------------------
 
 def _last_exposure(session: Session, msisdn: str, code: str | None, now: float) -> Link:
-    """The newest exposure of ``code`` (of any offer when None) to ``msisdn`` within the window."""
+    """The newest exposure of ``code`` (of any offer when None) to ``msisdn`` within the window:
+    on the subscriber's last shelf, or in a campaign or call."""
     mine = [r for r in _buffer(session)["exposures"]
-            if r["msisdn"] == msisdn and (code is None or r["offer_code"] == code)]
+            if r[_MSISDN] == msisdn and (code is None or r[_CODE] == code)]
     if mine:  # shown in this unit of work: the newest, the top of its shelf
-        row = min(mine, key=lambda r: (-r["at"], r["rank"] or 0))
-        return Link(row["id"], row["at"], row["offer_code"])
-    where = "msisdn = ? AND at >= ?" + ("" if code is None else " AND offer_code = ?")
-    params: tuple = (msisdn, now - ATTRIBUTION_S) + (() if code is None else (code,))
+        row = min(mine, key=lambda r: (-r[_AT], r[_RANK] or 0))
+        return Link(row[_ID], row[_AT], row[_CODE])
+    since = now - ATTRIBUTION_S
+    found = [link for link in (_on_last_shelf(session, msisdn, code, since), _elsewhere(session, msisdn, code, since))
+             if link.exposure_id is not None]
+    return max(found, key=lambda link: link.at) if found else Link(None)
+
+
+def _on_last_shelf(session: Session, msisdn: str, code: str | None, since: float) -> Link:
+    _, views = fastsql.rows(session, "SELECT codes, at FROM shelf_views WHERE msisdn = ?", (msisdn,))
+    if not views or views[0][1] < since:
+        return Link(None)
+    codes, at = views[0]
+    codes = json.loads(codes) if isinstance(codes, str) else codes
+    wanted = code if code is not None else (codes[0] if codes else None)
+    if wanted not in codes:
+        return Link(None)
+    _, rows = fastsql.rows(session, "SELECT id, at, offer_code FROM exposures WHERE at = ? AND msisdn = ? "
+                                    "AND offer_code = ? AND context = 'shelf' LIMIT 1", (at, msisdn, wanted))
+    return Link(*rows[0]) if rows else Link(None)
+
+
+def _elsewhere(session: Session, msisdn: str, code: str | None, since: float) -> Link:
+    where = "msisdn = ? AND context <> 'shelf' AND at >= ?" + ("" if code is None else " AND offer_code = ?")
+    params: tuple = (msisdn, since) + (() if code is None else (code,))
     _, rows = fastsql.rows(session, f"SELECT id, at, offer_code FROM exposures WHERE {where} "
-                                    "ORDER BY at DESC, rank LIMIT 1", params)
+                                    "ORDER BY at DESC LIMIT 1", params)
     return Link(*rows[0]) if rows else Link(None)
 
 
 def _last_outcome(session: Session, msisdn: str, code: str, kind: str) -> Link:
     """The exposure behind the newest ``kind`` outcome of this number and offer, and its time."""
     for row in reversed(_buffer(session)["outcomes"]):
-        if row["msisdn"] == msisdn and row["offer_code"] == code and row["kind"] == kind:
-            return Link(row["exposure_id"], row["at"], code)
+        if row[1] == msisdn and row[2] == code and row[3] == kind:
+            return Link(row[0], row[5], code)
     _, rows = fastsql.rows(session, "SELECT exposure_id, at FROM outcomes WHERE msisdn = ? AND offer_code = ? "
                                     "AND kind = ? ORDER BY at DESC, id DESC LIMIT 1", (msisdn, code, kind))
     return Link(rows[0][0], rows[0][1], code) if rows else Link(None)
@@ -174,7 +201,7 @@ def _link(session: Session, msisdn: str, code: str | None, kind: str, now: float
 
 
 def record_outcome(session: Session, msisdn: str, code: str | None, kind: str, now: float, *,
-                   channel: str = "sms", suppresses: bool = False) -> str | None:
+                   channel: str = "sms", suppresses: bool = False) -> int | None:
     """Record an outcome linked to the exposure that caused it; returns that exposure's id (or None).
 
     ``code`` None (a complaint, an opt-out) links to the newest exposure of any offer.
@@ -182,13 +209,12 @@ def record_outcome(session: Session, msisdn: str, code: str | None, kind: str, n
     if kind not in OUTCOMES:
         raise ValueError(f"unknown outcome {kind!r}; one of {', '.join(OUTCOMES)}")
     link, after = _link(session, msisdn, code, kind, now)
-    _buffer(session)["outcomes"].append({
-        "exposure_id": link.exposure_id, "msisdn": msisdn, "offer_code": code or link.offer_code, "kind": kind,
-        "channel": channel[:16], "at": now, "after_s": after, "suppresses": suppresses})
+    _buffer(session)["outcomes"].append((link.exposure_id, msisdn, code or link.offer_code, kind, channel[:16], now,
+                                         after, suppresses))
     return link.exposure_id
 
 
-def chain(session: Session, exposure_id: str) -> dict[str, Any] | None:
+def chain(session: Session, exposure_id: int) -> dict[str, Any] | None:
     """One exposure and every outcome linked to it, oldest first (for ops and tests)."""
     row = session.get(Exposure, exposure_id)
     if row is None:
@@ -207,5 +233,5 @@ def _as_dict(row: Exposure) -> Mapping[str, Any]:
 def record_shelf(session: Session, msisdn: str, channel: str, items: Any, at: float, segment: str,
                  arm: str) -> None:
     """The offers of one shelf reply (SMS "200" or a USSD offers page), each with its rank."""
-    record_exposures(session, [exposure_row(msisdn, i.code, channel, "shelf", at, rank=i.rank, segment=segment,
-                                            arm=arm) for i in items])
+    record_exposures(session, [(_PREFIX | next(_COUNTER), msisdn, i.code, channel, "shelf", i.rank, segment, arm, at)
+                               for i in items])

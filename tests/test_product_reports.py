@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from notifier.product_reports import product_csv, product_report, wilson
-from offers import exposures
+from offers import exposures, fastsql
 from offers.db import session_factory
 from tests.test_offers_support import BACKENDS, NOW, load_demo, make_test_engine
 
@@ -25,8 +25,10 @@ def factory(request, tmp_path):
     drop()
 
 
-def _show(factory, msisdn: str, code: str, channel: str, context: str, at: float, **extra) -> str:
+def _show(factory, msisdn: str, code: str, channel: str, context: str, at: float, **extra) -> int:
     with factory() as session, session.begin():
+        if context == "shelf":  # as the router does: the shelf shown last is the one orders refer to
+            fastsql.remember_shelf(session, msisdn, [code], at)
         return exposures.record_exposure(session, msisdn, code, channel, context, at, **extra)
 
 
@@ -36,7 +38,7 @@ def _then(factory, msisdn: str, code: str | None, *steps: tuple[str, float], **e
             exposures.record_outcome(session, msisdn, code, kind, at, **extra)
 
 
-def _history(factory) -> dict[str, str]:
+def _history(factory) -> dict[str, int]:
     """Six exposures (five this week, one the week before) and their outcomes; see the test for the counts."""
     ids = {
         "e1": _show(factory, "13800000001", "LL30", "sms", "shelf", NOW - 2 * DAY, rank=1, segment="mzone:C",

@@ -1,7 +1,7 @@
 """exposures outcomes and learned state
 
 Revision ID: d5795e900307
-Revises: 7025eb295b5e
+Revises: b7e1c2d3a4f5
 Create Date: 2026-12-02 00:05:42.775543
 """
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = 'd5795e900307'
-down_revision = '7025eb295b5e'
+down_revision = 'b7e1c2d3a4f5'
 branch_labels = None
 depends_on = None
 

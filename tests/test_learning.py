@@ -196,3 +196,22 @@ def test_shelf_exposures_commit_with_the_reply_and_vanish_with_a_rollback(factor
     assert [(r.offer_code, r.rank, r.channel, r.context, r.at) for r in rows] == [
         (code, rank, "ussd", "shelf", NOW) for rank, code in enumerate(codes, 1)]
     assert {r.arm for r in rows} == {"fixed"} and {r.segment for r in rows} == {"mzone:B"}
+
+
+def test_an_outbound_call_offer_is_an_exposure_its_order_and_refusal_link_to(factory):
+    from notifier import projects_calls
+
+    router = Router(demo_catalog, Settings())
+    with factory() as session, session.begin():
+        projects_calls.order(session, router, None, None, "data-call", "c1", "13800000001", "LL30", NOW)
+    with factory() as session, session.begin():
+        router.handle(session, Inbound("sms", "13800000001", "10086", "Y"), NOW + 60)
+    with factory() as session, session.begin():
+        projects_calls.refuse(session, "13800000003", "LL20", NOW, "data-call")
+    with factory() as session:
+        calls = {e.msisdn: e for e in session.query(exposures.Exposure).filter_by(channel="call")}
+        ordered = exposures.chain(session, calls["13800000001"].id)
+        refused = exposures.chain(session, calls["13800000003"].id)
+    assert ordered["exposure"]["context"] == "call:data-call"
+    assert [(o["kind"], o["channel"]) for o in ordered["outcomes"]] == [("ordered", "ivr"), ("confirmed", "sms")]
+    assert [(o["kind"], o["suppresses"]) for o in refused["outcomes"]] == [("refused", True)]

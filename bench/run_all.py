@@ -85,6 +85,13 @@ def _outbound_rows(d: dict) -> list[tuple[str, str, str, str]]:
             ("  agent occupancy", _fmt(d.get("occupancy")), "", ">= 0.80")]
 
 
+def _market_rows(d: dict) -> list[tuple[str, str, str, str]]:
+    return [(f"market: learned vs fixed lift, day {d.get('days')}", _fmt(d.get("lift_last_day")), "", ">= 0.15"),
+            ("  worst day's lift", _fmt(d.get("worst_day_lift")), "", ">= -0.05"),
+            (f"  {d.get('population', 0):,} subscribers x {d.get('days')} days (s)", _fmt(d.get("seconds")), "",
+             "<= 60 s")]
+
+
 def benches(quick: bool) -> list[Bench]:
     m = [PY, "-m"]
     return [
@@ -100,6 +107,8 @@ def benches(quick: bool) -> list[Bench]:
               m + ["bench.bench_campaign", "--size", "50000"], _campaign_rows, 1800),
         Bench("outbound", m + ["bench.bench_outbound"], m + ["bench.bench_outbound", "--targets", "10000",
                                                               "--agents", "20"], _outbound_rows, 600),
+        Bench("market", m + ["bench.bench_market"], m + ["bench.bench_market", "--population", "20000"],
+              _market_rows, 600),
     ]
 
 
@@ -123,7 +132,7 @@ def run_one(bench: Bench, quick: bool) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", nargs="*", help="names: smpp ussd upstream sip campaign")
+    parser.add_argument("--only", nargs="*", help="names: smpp ussd upstream sip outbound_sip campaign outbound market")
     args = parser.parse_args(argv)
     results: dict[str, dict] = {}
     rows: list[tuple[str, str, str, str]] = []

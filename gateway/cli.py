@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from gateway import simulate_cli
 
-    simulate_cli.add_parsers(_sub(subs, "simulate", "testers' simulators: sms, queue, smsc, callees",
+    simulate_cli.add_parsers(_sub(subs, "simulate", "testers' simulators: sms, queue, smsc, callees, market",
                                   "python run_gateway.py simulate sms --from 13800000001 --text 200"))
 
     p = _sub(subs, "campaign", "campaign tools", "python run_gateway.py campaign plan care-roaming --at "
@@ -209,14 +209,18 @@ def cmd_gen_population(args, parser) -> int:
 
 
 def cmd_explain(args, parser) -> int:
+    from offers import learning
     from offers.shelf import explain
 
     gateway = _offline_gateway(args.db)
     if not gateway.restore_fixtures():
         print("no fixtures in this database: run load-fixtures first (or serve --demo)", file=sys.stderr)
         return 1
+    catalog, settings, now = gateway.snapshot.offers, gateway.settings, gateway.now()
     with gateway.db() as session:
-        result = explain(session, gateway.snapshot.offers, args.msisdn, gateway.now())
+        # the durable learned state as the serving processes read it (the same draw per number)
+        learned = learning.load(session, catalog, settings, now, int(now // settings["learning.refresh_s"]))
+        result = explain(session, catalog, args.msisdn, now, settings, learned=learned)
     if result is None:
         print(f"unknown subscriber {args.msisdn}", file=sys.stderr)
         return 1

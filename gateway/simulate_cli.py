@@ -1,4 +1,4 @@
-"""``run_gateway.py simulate``: the testers' SMS/USSD client (smpplib), queue simulator, fake SMSC, callees."""
+"""``run_gateway.py simulate``: the testers' SMS/USSD client (smpplib), queue simulator, fake SMSC, callees, market."""
 
 from __future__ import annotations
 
@@ -104,6 +104,10 @@ def add_parsers(parser: argparse.ArgumentParser) -> None:
     callees.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until "
                          "SIGINT/SIGTERM)")
     callees.set_defaults(simulate_handler=run_callees)
+
+    from gateway.market_cli import add_parser as add_market
+
+    add_market(subs, Formatter)
 
 
 def run_sms(args) -> int:

@@ -18,12 +18,32 @@ def print_explain(result: dict[str, Any]) -> None:
     table = Table(title="offers: in or out, and why")
     for column in ("rank", "code", "name", "in", "score", "reasons"):
         table.add_column(column)
-    for item in result.get("offers") or result.get("decisions") or []:
+    for item in result.get("decisions") or result.get("offers") or []:
         reasons = item.get("reasons") or []
         table.add_row(str(item.get("rank") or ""), str(item.get("code")), str(item.get("name", "")),
                       "yes" if item.get("included") else "no", _fmt(item.get("score")),
                       "; ".join(str(r) for r in reasons))
     console.print(table)
+    _print_learning(console, result.get("learning"))
+
+
+def _print_learning(console: Console, learning: dict[str, Any] | None) -> None:
+    """The learned term: the subscriber's arm and, per offer, the evidence behind the factor."""
+    if not learning:
+        return
+    console.print(f"learned ranking: arm [bold]{learning['arm']}[/bold], segment {learning['segment']}, "
+                  f"frozen {learning['frozen']}, holdout share {learning['holdout_share']:g}")
+    if learning.get("why"):
+        console.print(f"  {learning['why']}")
+    table = Table(title="learned term per offer (Beta posterior of conversion, Thompson draw)")
+    for column in ("code", "shown", "confirmed", "prior", "posterior", "draw", "factor"):
+        table.add_column(column)
+    for code, ev in (learning.get("evidence") or {}).items():
+        if ev is not None:
+            table.add_row(code, str(ev["exposures"]), str(ev["conversions"]), f"{ev['prior_mean']:.2%}",
+                          f"{ev['posterior_mean']:.2%}", f"{ev['draw']:.2%}", f"x{ev['factor']:.3f}")
+    if learning.get("evidence"):
+        console.print(table)
 
 
 def _fmt(value: Any) -> str:

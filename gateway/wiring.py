@@ -56,6 +56,9 @@ def build_surfaces(gateway, args, reactor, top: service.MultiService, smpp) -> d
     ports: dict[str, Any] = {}
     scheduler = SchedulerService(gateway)
     scheduler.setServiceParent(top)
+    from gateway.learning_service import LearningService
+
+    LearningService(gateway).setServiceParent(top)
     from gateway.stats import StatsProvider, instrument
 
     metrics = instrument(gateway, smpp)

@@ -50,7 +50,7 @@ from notifier.campaign_sections import (
 from notifier.consolidate import Digest, Item, email_digest, sms_digest
 from notifier.models import OutboxMessage
 from notifier.outbox import Outbox
-from offers import schema
+from offers import exposures, schema
 from offers.db import transaction
 from offers.models import Refusal, Subscriber, Subscription
 from offers.templates import TemplateRenderError
@@ -529,6 +529,9 @@ def _write(session: Session, outbox: Outbox, result: Plan, key: str, d: Delivery
         session.add(ContactLog(msisdn=d.msisdn, campaign_id=item.campaign_id, offer_code=item.offer_code,
                                channel=result.channel, kind=item.kind, at=d.not_before, period=result.period,
                                content_hash=item.content_hash, message_key=key, lead_campaign_id=result.campaign_id))
+        if item.offer_code:
+            exposures.record_exposure(session, d.msisdn, item.offer_code, result.channel,
+                                      f"campaign:{item.campaign_id}", d.not_before)
         counts["contacts"] += 1
 
 

@@ -7,6 +7,10 @@
   with an idempotency key per call, so a replayed event never sends it twice;
 - :func:`opt_out`: the number joins the do-not-call list (pressed 9, or asked the agent);
 - :func:`refuse`: a refusal of the offer, so no call (nor shelf) offers it for the refusal window.
+
+Each offer put to an answered callee is an exposure (channel ``call``, context ``call:<project>``,
+offers/exposures.py), recorded before the order or refusal it led to so those link to it; a callee
+who hung up on the offer, or opted out of calls, is recorded with the call record.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from notifier.models import MessageLog
 from notifier.project_models import DoNotCall, ProjectCall
 from notifier.projects import Project
 from notifier.projects_qa import sampled, score
+from offers import exposures
 from offers.router import Inbound, record_refusal
 
 SERVICE = "10086"
@@ -32,6 +37,10 @@ def store_record(session: Session, project: Project, record: Any, stage: str) ->
                       started_at=record.started_at, answered_at=record.answered_at, ended_at=record.ended_at,
                       outcome=record.outcome, agent=record.agent, step=record.steps[-1] if record.steps else None,
                       steps=list(record.steps), objections=list(record.objections))
+    if record.outcome in ("hungup", "opted_out") and record.answered_at is not None and record.offer:
+        _exposed(session, record.msisdn, record.offer, project.id, record.answered_at)
+        if record.outcome == "opted_out":
+            exposures.record_outcome(session, record.msisdn, None, "opt_out", record.ended_at, channel="call")
     if record.agent is not None and sampled(project, record.call_id):
         duration = record.ended_at - (record.answered_at or record.started_at)
         row.qa_sampled = True
@@ -47,6 +56,7 @@ def order(session: Session, router: Any, outbox: Any, account: str | None, proje
     """Order ``offer`` for ``msisdn`` as if it texted KT<offer>; True when a confirmation SMS was queued."""
     key = f"prj:{project_id}:{call_id}"[:160]
     text = f"KT{offer}"
+    _exposed(session, msisdn, offer, project_id, now)
     reply = router.handle(session, Inbound(channel="ivr", sender=msisdn, service=SERVICE, text=text), now)
     session.add(MessageLog(direction="MO", channel="ivr", account=None, source=msisdn, dest=SERVICE, text=text,
                            at=now, action=reply.action))
@@ -64,3 +74,9 @@ def opt_out(session: Session, msisdn: str, now: float, source: str) -> None:
 
 def refuse(session: Session, msisdn: str, offer: str, now: float, project_id: str) -> None:
     record_refusal(session, msisdn, offer, now, source=f"call:{project_id}"[:32])
+    _exposed(session, msisdn, offer, project_id, now)
+    exposures.record_outcome(session, msisdn, offer, "refused", now, channel="call", suppresses=True)
+
+
+def _exposed(session: Session, msisdn: str, offer: str, project_id: str, at: float) -> None:
+    exposures.record_exposure(session, msisdn, offer, "call", f"call:{project_id}", at)

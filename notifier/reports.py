@@ -35,6 +35,7 @@ from notifier.campaign_models import (
 )
 from notifier.models import MessageLog, OutboxMessage
 from notifier.policy import REASONS
+from offers import exposures
 from offers.models import Subscription
 
 log = logging.getLogger("notifier.reports")
@@ -59,6 +60,7 @@ def record_complaint(session: Session, msisdn: str, now: float, *, campaign_id: 
     row = Complaint(msisdn=msisdn, at=now, campaign_id=campaign_id or last_contact(session, msisdn, now),
                     source=source[:32], text=text[:1000])
     session.add(row)
+    exposures.record_outcome(session, msisdn, None, "complaint", now, channel=source)
     return row
 
 

@@ -86,6 +86,8 @@ MODEL_MODULES = (
     "notifier.campaign_models",
     "notifier.project_models",
     "ivr.models",
+    "offers.exposures",
+    "offers.learning",
 )
 
 

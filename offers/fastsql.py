@@ -68,3 +68,12 @@ def remember_shelf(session: Session, msisdn: str, codes: list[str], now: float) 
     execute(session, "INSERT INTO shelf_views (msisdn, codes, at) VALUES (?, ?, ?) "
                      "ON CONFLICT (msisdn) DO UPDATE SET codes = excluded.codes, at = excluded.at",
             (msisdn, json.dumps(codes), now))
+
+
+def executemany(session: Session, statement: str, params: list[tuple]) -> None:
+    """One statement for many rows (bulk inserts in the caller's transaction)."""
+    cur, style = _cursor(session)
+    try:
+        cur.executemany(_sql(statement, style), params)
+    finally:
+        cur.close()

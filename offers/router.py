@@ -26,8 +26,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
-from offers import fastsql, schema
+from offers import exposures, fastsql, schema
 from offers.catalog import CatalogOffer, OffersCatalog, normalize
+from offers.learning import EMPTY, LearnedSnapshot, assign, segment_key
 from offers.models import PendingOrder, Refusal, ShelfView, Subscriber, Subscription
 from offers.settings import KNOBS
 from offers.shelf import build_shelf, default_fits, fit_reply, load_inputs, reply_vars
@@ -100,6 +101,7 @@ class Router:
         self._settings = settings
         self._fits = fits
         self._prompts: list[_Prompt] = []
+        self.learned: LearnedSnapshot = EMPTY  # swapped whole by the periodic refresh (offers/learning.py)
 
     def _knob(self, key: str) -> Any:
         return self._settings.get(key, KNOBS[key].default)
@@ -189,8 +191,9 @@ def _offer_vars(offer: CatalogOffer) -> dict[str, Any]:
 
 def _shelf(ctx: _Ctx, _arg: str) -> Reply:
     r = ctx.router
+    arm, term = assign(r.learned, ctx.facts(), ctx.msg.sender)
     shelf = build_shelf(ctx.facts(), ctx.catalog, ctx.active, ctx.refused, ctx.now, r._knob("shelf.top_k"),
-                        refusal_days=r._knob("shelf.refusal_days"))
+                        refusal_days=r._knob("shelf.refusal_days"), learned=term)
     base = ctx.base()
     try:
         text, items = fit_reply(ctx.catalog, shelf, base, r._fits, r._knob("router.max_sms_parts"))
@@ -199,6 +202,8 @@ def _shelf(ctx: _Ctx, _arg: str) -> Reply:
         return ctx.reply("help", "help")
     codes = [i.code for i in items]
     _remember_shelf(ctx.session, ctx.msg.sender, codes, ctx.now)
+    exposures.record_shelf(ctx.session, ctx.msg.sender, ctx.msg.channel, items, ctx.now,
+                           segment_key(ctx.facts()), arm)
     return Reply(text, "shelf", SERVICE_NUMBER, {"offers": codes})
 
 
@@ -253,6 +258,7 @@ def _order(ctx: _Ctx, arg: str) -> Reply:
         ctx.session.add(pending)
     pending.offer_code, pending.channel = offer.code, ctx.msg.channel
     pending.created_at, pending.expires_at, pending.confirmed_at = ctx.now, ctx.now + window, None
+    exposures.record_outcome(ctx.session, ctx.msg.sender, offer.code, "ordered", ctx.now, channel=ctx.msg.channel)
     return ctx.reply("confirm_prompt", "confirm_prompt", {"offer": offer.code}, offer=_offer_vars(offer),
                      window_min=int(window // 60))
 
@@ -278,6 +284,7 @@ def _confirm(ctx: _Ctx, _arg: str) -> Reply:
     ctx.session.add(Subscription(msisdn=ctx.msg.sender, offer_code=offer.code, started_at=ctx.now,
                                  channel=pending.channel))
     pending.confirmed_at = ctx.now
+    exposures.record_outcome(ctx.session, ctx.msg.sender, offer.code, "confirmed", ctx.now, channel=ctx.msg.channel)
     return ctx.reply("order_done", "subscribed", {"offer": offer.code}, offer=_offer_vars(offer))
 
 
@@ -304,6 +311,7 @@ def _cancel(ctx: _Ctx, arg: str) -> Reply:
     if not done:
         return ctx.reply("cancel_unknown", "cancel_unknown", {"offer": code}, code=code)
     ctx.active.discard(code)
+    exposures.record_outcome(ctx.session, ctx.msg.sender, code, "cancelled", ctx.now, channel=ctx.msg.channel)
     variables = _offer_vars(offer) if offer else {"code": code, "name": code, "price": 0.0}
     return ctx.reply("cancel_done", "cancelled", {"offer": code}, offer=variables)
 
@@ -332,6 +340,8 @@ def _opt(ctx: _Ctx, opted_out: bool) -> Reply:
     if not opted_out:
         values["consent_marketing"] = True
     ctx.session.execute(update(Subscriber).where(Subscriber.msisdn == ctx.msg.sender).values(**values))
+    if opted_out:
+        exposures.record_outcome(ctx.session, ctx.msg.sender, None, "opt_out", ctx.now, channel=ctx.msg.channel)
     key = "opt_out_done" if opted_out else "opt_in_done"
     return ctx.reply(key, "opt_out" if opted_out else "opt_in", {"opted_out": opted_out})
 
@@ -341,6 +351,8 @@ def _refuse(ctx: _Ctx, arg: str) -> Reply:
     if offer is None:
         return ctx.reply("order_unknown", "order_unknown", {"code": arg.upper()}, code=arg.upper())
     record_refusal(ctx.session, ctx.msg.sender, offer.code, ctx.now, source=ctx.msg.channel)
+    exposures.record_outcome(ctx.session, ctx.msg.sender, offer.code, "refused", ctx.now, channel=ctx.msg.channel,
+                             suppresses=ctx.router._knob("shelf.refusal_days") > 0)
     return ctx.reply("refuse_done", "refused", {"offer": offer.code}, offer=_offer_vars(offer))
 
 

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from offers import fastsql, schema, segments
 from offers.catalog import CatalogOffer, OffersCatalog
+from offers.learning import EMPTY, LearnedSnapshot, LearnedTerm, assign, learning_report
 from offers.settings import KNOBS
 
 DAY = 86400.0
@@ -117,11 +118,13 @@ def score(offer: CatalogOffer, facts: Mapping[str, Any], params: segments.Segmen
 
 def build_shelf(facts: Mapping[str, Any], catalog: OffersCatalog, active_codes: Mapping[str, str | None] | set,
                 refusals: Mapping[str, float], now: float, top_k: int, *,
-                refusal_days: float = KNOBS["shelf.refusal_days"].default, channel: str = SHELF_CHANNEL) -> Shelf:
+                refusal_days: float = KNOBS["shelf.refusal_days"].default, channel: str = SHELF_CHANNEL,
+                learned: LearnedTerm | None = None) -> Shelf:
     """Rank the catalog for one subscriber.
 
     ``active_codes``: codes of active subscriptions (a mapping code -> exclusive group, or a set of
-    codes whose groups are looked up in the catalog); ``refusals``: code -> last refusal time.
+    codes whose groups are looked up in the catalog); ``refusals``: code -> last refusal time;
+    ``learned``: the learned term (offers/learning.py), applied to eligible offers only.
     """
     active = _active_groups(active_codes, catalog)
     ranked: list[tuple[float, CatalogOffer, list[str]]] = []
@@ -132,6 +135,8 @@ def build_shelf(facts: Mapping[str, Any], catalog: OffersCatalog, active_codes: 
             out[offer.code] = OfferDecision(offer.code, offer.name, False, None, None, (why,))
             continue
         total, reasons = score(offer, facts, catalog.params)
+        if learned is not None:
+            total, reasons = learned.apply(offer, total, reasons)
         ranked.append((total, offer, [f"eligible: {offer.eligibility.text}", *reasons]))
     ranked.sort(key=lambda t: (-t[0], -t[1].priority, t[1].code))
     items = []
@@ -172,14 +177,16 @@ def _knob(settings: Mapping[str, Any] | None, key: str) -> Any:
 
 
 def shelf_for(session: Session, catalog: OffersCatalog, msisdn: str, now: float,
-              settings: Mapping[str, Any] | None = None, channel: str = SHELF_CHANNEL) -> tuple[dict | None, Shelf | None]:
+              settings: Mapping[str, Any] | None = None, channel: str = SHELF_CHANNEL,
+              learned: LearnedSnapshot = EMPTY, explain: bool = False) -> tuple[dict | None, Shelf | None]:
     """``(facts, shelf)`` of one subscriber (``(None, None)`` when unknown), knobs from ``settings``."""
     days = _knob(settings, "shelf.refusal_days")
     facts, active, refused = load_inputs(session, msisdn, now, days)
     if facts is None:
         return None, None
+    _, term = assign(learned, facts, msisdn, explain=explain)
     shelf = build_shelf(facts, catalog, active, refused, now, _knob(settings, "shelf.top_k"),
-                        refusal_days=days, channel=channel)
+                        refusal_days=days, channel=channel, learned=term)
     return facts, shelf
 
 
@@ -213,9 +220,10 @@ def fit_reply(catalog: OffersCatalog, shelf: Shelf, base: Mapping[str, Any],
 
 def shelf_json(session: Session, catalog: OffersCatalog, msisdn: str, now: float,
                settings: Mapping[str, Any] | None = None,
-               fits: Callable[[str, int], bool] = default_fits) -> dict[str, Any] | None:
+               fits: Callable[[str, int], bool] = default_fits,
+               learned: LearnedSnapshot = EMPTY) -> dict[str, Any] | None:
     """``{"msisdn", "offers": [{"rank", "code", "name", "price", "order"}]}`` - the 200 SMS's offers; None if unknown."""
-    facts, shelf = shelf_for(session, catalog, msisdn, now, settings)
+    facts, shelf = shelf_for(session, catalog, msisdn, now, settings, learned=learned)
     if facts is None:
         return None
     _, items = fit_reply(catalog, shelf, reply_vars(facts, catalog), fits, _knob(settings, "router.max_sms_parts"))
@@ -224,9 +232,11 @@ def shelf_json(session: Session, catalog: OffersCatalog, msisdn: str, now: float
 
 def explain(session: Session, catalog: OffersCatalog, msisdn: str, now: float,
             settings: Mapping[str, Any] | None = None,
-            fits: Callable[[str, int], bool] = default_fits) -> dict[str, Any] | None:
-    """The shelf plus every offer's decision and the subscriber's segments with reasons; None if unknown."""
-    facts, shelf = shelf_for(session, catalog, msisdn, now, settings)
+            fits: Callable[[str, int], bool] = default_fits,
+            learned: LearnedSnapshot = EMPTY) -> dict[str, Any] | None:
+    """The shelf plus every offer's decision and the subscriber's segments with reasons, and the
+    learned term's evidence (offers/learning.py); None if unknown."""
+    facts, shelf = shelf_for(session, catalog, msisdn, now, settings, learned=learned, explain=True)
     if facts is None:
         return None
     _, items = fit_reply(catalog, shelf, reply_vars(facts, catalog), fits, _knob(settings, "router.max_sms_parts"))
@@ -239,7 +249,8 @@ def explain(session: Session, catalog: OffersCatalog, msisdn: str, now: float,
             row["reasons"].append("cut so the reply fits the SMS part limit")
         decisions.append(row)
     return {"msisdn": msisdn, "offers": [i.as_dict() for i in items],
-            "segments": segment_report(facts, catalog.params), "decisions": decisions}
+            "segments": segment_report(facts, catalog.params), "decisions": decisions,
+            "learning": learning_report(learned, facts, msisdn, catalog)}
 
 
 def segment_report(facts: Mapping[str, Any], params: segments.SegmentParams) -> dict[str, Any]:

@@ -316,7 +316,8 @@ class OpsApi:
         fn = _optional("offers.shelf", "explain" if explain in ("1", "true") else "shelf_json")
         catalog = self._snapshot().offers
         with self.gw.db() as session:
-            result = fn(session, catalog, msisdn, self.gw.now(), self.gw.settings, self._fits())
+            result = fn(session, catalog, msisdn, self.gw.now(), self.gw.settings, self._fits(),
+                        learned=self.gw.router.learned)
         if result is None:
             raise not_found(f"unknown subscriber {msisdn}")
         return result
@@ -549,6 +550,9 @@ class OpsApi:
         with self.gw.db() as session:
             if kind == "campaigns":
                 result = fn(session, campaign, now)
+            elif kind == "products":
+                result = fn(session, now=now, since=now - days * 86400.0,
+                            confirm_window_s=self.gw.settings["router.confirm_window_s"])
             else:
                 # a window keeps the scan bounded however long the gateway has run
                 result = fn(session, now=now, since=now - days * 86400.0)
@@ -565,6 +569,8 @@ class OpsApi:
     def _csv(kind: str, report: Mapping[str, Any]) -> str:
         if kind == "campaigns":
             return _optional("notifier.reports", "csv_text")(report)
+        if kind == "products":
+            return _optional("notifier.product_reports", "product_csv")(report)
         out = io.StringIO()
         writer = csv.writer(out)
         items = report.get("items")
@@ -576,6 +582,24 @@ class OpsApi:
             writer.writerow(["key", "value"])
             writer.writerows(_flatten(report))
         return out.getvalue()
+
+    # --- learned shelf ------------------------------------------------------------------------------
+
+    def learning_state(self, request: Any) -> dict[str, Any]:
+        state = self.gw.router.learned.summary()
+        with self.gw.db() as session, session.begin():
+            ctl = _optional("offers.learning", "control")(session)
+            state.update(frozen=ctl.frozen, reset_at=ctl.reset_at, changed_at=ctl.changed_at)
+        state["settings"] = {k: self.gw.settings[k] for k in self.gw.settings if k.startswith("learning.")}
+        return state
+
+    def learning_freeze(self, request: Any, body: dict[str, Any]) -> dict[str, Any]:
+        if set(body) != {"frozen"} or not isinstance(body["frozen"], bool):
+            raise invalid("frozen", 'expected {"frozen": true} or {"frozen": false}')
+        return _optional("gateway.learning_service", "control")(self.gw, "freeze", body)
+
+    def learning_reset(self, request: Any) -> dict[str, Any]:
+        return _optional("gateway.learning_service", "control")(self.gw, "reset", {})
 
     # --- messages ---------------------------------------------------------------------------------
 

@@ -19,6 +19,11 @@ Every key is optional; the page shows "—" for what is missing.
   "abandon_rate", "occupancy", "outcomes": {outcome: n}, "over_time": [the last 8 quarter hours]}}``
   for every project dialling now (``ivr.dialer_service``)
 - ``pipeline``: the MO pipeline counters (``mo``, ``replies``, ``errors``, ``batches``)
+- ``products``: the last 7 days per product (:mod:`notifier.product_reports`), refreshed once a
+  minute off the reactor thread: ``{"items": [{"product", "name", "exposures", "conversion",
+  "conversion_ci", "confirmation_rate", "retention_7d", "complaint_rate", "revenue",
+  "conversion_change"}], "arms": {"learned"|"fixed": {"exposures", "conversion", "conversion_ci",
+  "revenue"}}}``
 
 ``extra["stats"]`` (a ``Callable[[], dict]`` the service passes to ``make_resource``) supplies
 what only the running transports know (queue, binds, ...). What the database can say
@@ -145,6 +150,56 @@ def merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+PRODUCTS_EVERY_S = 60.0
+PRODUCT_ROWS = 8
+PRODUCT_KEYS = ("product", "name", "exposures", "conversion", "conversion_ci", "confirmation_rate", "retention_7d",
+                "complaint_rate", "revenue")
+
+
+def product_card(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The dashboard's products card from the products report: the most shown products and both arms."""
+    change = {w["product"]: w["change"]["conversion"] for w in report.get("this_week", [])}
+    top = sorted(report.get("items", []), key=lambda i: (-i["exposures"], i["product"]))[:PRODUCT_ROWS]
+    arms = report.get("learned_vs_fixed", {}).get("total", {})
+    return {"items": [{**{k: i[k] for k in PRODUCT_KEYS}, "conversion_change": change.get(i["product"])}
+                      for i in top],
+            "arms": {arm: {k: a[k] for k in ("exposures", "conversion", "conversion_ci", "revenue")}
+                     for arm, a in arms.items()}}
+
+
+class ProductsCard:
+    """The products card, recomputed at most once a minute in a thread when the reactor has one."""
+
+    def __init__(self, gateway: Any):
+        self.gateway = gateway
+        self.value: dict[str, Any] | None = None
+        self._at = float("-inf")
+        self._busy = False
+
+    def current(self, now: float) -> dict[str, Any] | None:
+        if not self._busy and now - self._at >= PRODUCTS_EVERY_S:
+            self._at, self._busy = now, True
+            reactor = self.gateway.reactor
+            if hasattr(reactor, "callInThread"):
+                reactor.callInThread(lambda: reactor.callFromThread(self._store, self._compute(now)))
+            else:
+                self._store(self._compute(now))
+        return self.value
+
+    def _compute(self, now: float) -> dict[str, Any] | None:
+        try:
+            from notifier.product_reports import product_report
+
+            with self.gateway.db() as session:
+                return product_card(product_report(session, now, now - 7 * 86400.0))
+        except Exception:
+            log.failure("dashboard: the products card failed; it stays as it was")
+            return self.value
+
+    def _store(self, value: dict[str, Any] | None) -> None:
+        self.value, self._busy = value, False
+
+
 class StatsSource:
     """Computes the stats dict; the database part at most once a second, the reports every 5 s."""
 
@@ -154,6 +209,7 @@ class StatsSource:
         self.rates = SmsRates()
         self._cached: tuple[float, dict[str, Any]] | None = None
         self._slow: tuple[float, dict[str, Any]] = (float("-inf"), {})
+        self.products = ProductsCard(gateway)
 
     def current(self) -> dict[str, Any]:
         now = self.gateway.now()
@@ -163,6 +219,9 @@ class StatsSource:
         if now - self._slow[0] >= SLOW_EVERY_S:
             self._slow = (now, _slow_stats(self.gateway, now))
         stats = merge(stats, self._slow[1])
+        products = self.products.current(now)
+        if products is not None:
+            stats["products"] = products
         if self.provider is not None:
             stats = merge(stats, self._safe(self.provider, "stats provider"))
         self._cached = (now, stats)

@@ -84,6 +84,8 @@ SCHEMAS: dict[str, Any] = {
                       "properties": {"reason": {"type": "string", "maxLength": 500,
                                                 "description": "required to reject; kept for pause and close"}}},
     "Report": {"type": "object", "additionalProperties": True},
+    "LearningFreeze": {"type": "object", "required": ["frozen"], "additionalProperties": False,
+                       "properties": {"frozen": {"type": "boolean"}}},
     "OutboxPage": _page({"type": "object", "properties": {
         "id": {"type": "integer"}, "message_id": {"type": "string"}, "kind": {"type": "string"},
         "channel": {"type": "string"}, "account": {"type": "string", "nullable": True},

@@ -20,7 +20,8 @@ REPORT_SOURCES = {"campaigns": ("notifier.reports", "campaign_report"),
                   "surveys": ("notifier.surveys", "survey_report"),
                   "busy-hour": ("ivr.reports", "busy_hour_report"),
                   "ivr": ("ivr.reports", "ivr_report"),
-                  "projects": ("notifier.projects_report", "project_report")}
+                  "projects": ("notifier.projects_report", "project_report"),
+                  "products": ("notifier.product_reports", "product_report")}
 REPORT_KINDS = tuple(REPORT_SOURCES)
 # Reports whose module this build has; the others answer 501 and stay out of the document.
 DOCUMENTED_REPORTS = tuple(k for k, (module, _) in REPORT_SOURCES.items() if importlib.util.find_spec(module))
@@ -120,15 +121,21 @@ ROUTES: tuple[Route, ...] = (
           params=(PROJECT_ID, Param("action", "path", {"type": "string", "enum": list(PROJECT_ACTIONS)},
                                     "the lifecycle step", required=True, example="approve")),
           errors=(400, 401, 404, 409, 413, 415, 503)),
-    Route("GET", "/api/reports/{kind}", "report", "campaign, survey, busy-hour and IVR reports", "reports",
+    Route("GET", "/api/reports/{kind}", "report", "campaign, survey, busy-hour, IVR, project and product reports", "reports",
           "Report",
           params=(Param("kind", "path", {"type": "string", "enum": list(DOCUMENTED_REPORTS)}, "which report",
                         required=True),
                   Param("campaign", "query", CAMPAIGN_ID.schema, "one campaign only (campaigns report)"),
                   Param("days", "query", {"type": "integer", "minimum": 1, "maximum": 366, "default": 7},
-                        "surveys, busy-hour, ivr: the last N days"),
+                        "surveys, busy-hour, ivr, products: the last N days"),
                   FORMAT, *PAGE),
           media=(JSON, CSV), errors=(400, 404, 501)),
+    Route("GET", "/api/learning", "learning_state", "the learned shelf: switches, holdout, evidence totals",
+          "learning", "Object", errors=(503,)),
+    Route("POST", "/api/learning/freeze", "learning_freeze", "freeze (or unfreeze) the learned state",
+          "learning", "Object", write=True, body="LearningFreeze", errors=(400, 401, 413, 415)),
+    Route("POST", "/api/learning/reset", "learning_reset", "forget the evidence: back to the priors",
+          "learning", "Object", write=True, errors=(401,)),
     Route("GET", "/api/outbox", "outbox", "outbox rows, newest first", "messages", "OutboxPage",
           params=(Param("state", "query", {"type": "string", "enum": list(OUTBOX_STATES)}, "only this state"),
                   Param("dest", "query", {"type": "string", "maxLength": 320}, "only to this address"),

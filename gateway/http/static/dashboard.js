@@ -292,6 +292,37 @@ function renderOutbound(runs) {
   }
 }
 
+const interval = (ci) => (Array.isArray(ci) ? ` (${pct(ci[0])}–${pct(ci[1])})` : "");
+const signed = (v) => (num(v) === null ? "—" : `${v >= 0 ? "+" : ""}${(v * 100).toFixed(1)} pt`);
+
+function renderProducts(p) {
+  if (!p || !Array.isArray(p.items) || !p.items.length) return;
+  const arms = $("product-arms");
+  clear(arms);
+  for (const [arm, label] of [["learned", "learned shelf 学习排序"], ["fixed", "fixed holdout 固定排序"]]) {
+    const a = (p.arms || {})[arm];
+    const el = document.createElement("div");
+    el.className = "arm";
+    el.textContent = a ? `${label}: ${pct(a.conversion)}${interval(a.conversion_ci)} of ${fmt(a.exposures)} shown, ` +
+      `¥${fmt(a.revenue, 2)}` : `${label}: —`;
+    arms.appendChild(el);
+  }
+  const body = $("products");
+  clear(body);
+  for (const r of p.items) {
+    const tr = document.createElement("tr");
+    const cells = [`${r.product} ${r.name}`, fmt(r.exposures), `${pct(r.conversion)}${interval(r.conversion_ci)}`,
+      signed(r.conversion_change), pct(r.confirmation_rate), pct(r.retention_7d), pct(r.complaint_rate),
+      `¥${fmt(r.revenue, 2)}`];
+    for (const v of cells) {
+      const td = document.createElement("td");
+      td.textContent = v;
+      tr.appendChild(td);
+    }
+    body.appendChild(tr);
+  }
+}
+
 function renderBinds(b) {
   b = b || {};
   const up = b.upstream || {};
@@ -326,6 +357,7 @@ function render(stats) {
   renderSurvey(stats.survey);
   renderCampaigns(stats.campaigns);
   renderOutbound(stats.outbound);
+  renderProducts(stats.products);
   renderBinds(stats.binds);
   setText("fixtures-version", stats.fixtures_version ?? "—");
   setText("updated", `updated ${new Date().toLocaleTimeString("zh-CN", { hour12: false })}`);

@@ -1,0 +1,303 @@
+"""A shelf that learns: a Thompson-sampled term in the rank score, from the exposure and outcome events.
+
+For each offer x segment (``brand:usage_class``) the conversion rate (confirmed / shown on a shelf)
+has a Beta posterior: the prior's mean comes from the fixture's priority
+(``learning.prior_rate x priority / 50``, so a priority-50 offer starts at the prior rate) and its
+weight is ``learning.prior_strength`` pseudo-exposures; the evidence is the shelf exposures since
+the last reset within ``learning.window_days``. The learned factor of one draw ``theta`` is
+
+    lift = theta / prior_mean
+    factor = clip((lift / segment_lift) ** learning.weight, learning.floor, learning.cap)
+
+where ``segment_lift`` is the mean posterior lift of every offer in that segment: the factor says
+how much better (or worse) than its priority promised an offer does compared with the others in
+the segment, so a prior rate set too high or too low shifts nothing. Without evidence every
+factor is about 1 and the shelf is the fixed one. The score becomes ``priority x fit x value x factor``. Bounds that keep the business rules:
+
+- the term is applied only to offers that passed every exclusion (date, channel, subscribed,
+  exclusive group, refusal, eligibility): it reorders the eligible, never lets anything else in;
+- ``learning.floor`` is a priority floor: no offer falls below that share of its fixed score, and
+  ``learning.cap`` bounds how far evidence can lift one.
+
+A share of subscribers (``learning.holdout_share``, chosen by a seeded hash of the number, stable
+across processes and restarts) keeps the fixed ranking: the products report shows both arms.
+
+The hot path reads an immutable :class:`LearnedSnapshot` (a dict lookup and a multiply per offer):
+each refresh draws ``DRAWS`` Thompson samples per arm, and successive shelves take successive draws.
+The durable state is the ``learned_arms`` table (counts per offer x segment) plus one
+``learning_control`` row (frozen, reset time), shared by every process on the database; each
+process folds the events into the table (unless frozen) and reloads it every ``learning.refresh_s``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Boolean, Float, Integer, String, delete, func, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from offers import fastsql
+from offers.db import Base
+from offers.settings import KNOBS
+
+DRAWS = 64
+PRIORITY_REF = 50.0
+DAY = 86400.0
+
+
+class LearnedArm(Base):
+    """Evidence of one offer x segment: shelf exposures and confirmed conversions in the window."""
+
+    __tablename__ = "learned_arms"
+
+    offer_code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    segment: Mapped[str] = mapped_column(String(40), primary_key=True)
+    exposures: Mapped[int] = mapped_column(Integer, default=0)
+    conversions: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class LearningControl(Base):
+    """Ops' switches (one row, id 1): frozen state, the time of the last reset."""
+
+    __tablename__ = "learning_control"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    frozen: Mapped[bool] = mapped_column(Boolean, default=False)
+    reset_at: Mapped[float] = mapped_column(Float, default=0.0)
+    changed_at: Mapped[float] = mapped_column(Float, default=0.0)
+    changed_by: Mapped[str] = mapped_column(String(64), default="")
+
+
+# --- the pure parts, shared by the gateway and the market simulator --------------------------------
+
+def segment_key(facts: Mapping[str, Any]) -> str:
+    return f"{facts.get('brand', '')}:{facts.get('usage_class', '')}"
+
+
+@lru_cache(maxsize=1 << 16)
+def holdout_fraction(msisdn: str, seed: int) -> float:
+    """A number in [0, 1) fixed by (seed, msisdn): the subscriber is in the holdout below the share."""
+    digest = hashlib.blake2b(f"{seed}:{msisdn}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0 ** 64
+
+
+def in_holdout(msisdn: str, seed: int, share: float) -> bool:
+    return share > 0 and holdout_fraction(msisdn, seed) < share
+
+
+def knob(settings: Mapping[str, Any] | None, key: str) -> Any:
+    return (settings or {}).get(key, KNOBS[key].default)
+
+
+def prior(priority: Any, settings: Mapping[str, Any] | None) -> tuple[Any, Any]:
+    """``(alpha, beta)`` of the prior; ``priority`` may be a number or a numpy array."""
+    mean = np.clip(knob(settings, "learning.prior_rate") * np.asarray(priority, dtype=float) / PRIORITY_REF,
+                   0.001, 0.5)
+    strength = knob(settings, "learning.prior_strength")
+    return mean * strength, (1.0 - mean) * strength
+
+
+def factors(theta: Any, prior_mean: Any, segment_lift: Any, settings: Mapping[str, Any] | None) -> np.ndarray:
+    """The learned factor of Thompson draws ``theta`` (arrays broadcast), bounded by floor and cap."""
+    ratio = np.asarray(theta, dtype=float) / np.asarray(prior_mean, dtype=float) / segment_lift
+    return np.clip(ratio ** knob(settings, "learning.weight"), knob(settings, "learning.floor"),
+                   knob(settings, "learning.cap"))
+
+
+# --- the snapshot the hot path reads -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Evidence:
+    exposures: int
+    conversions: int
+    alpha: float
+    beta: float
+    prior_mean: float
+    draws: tuple[float, ...]  # Thompson samples of the conversion rate
+    factors: tuple[float, ...]  # their learned factors
+
+    @property
+    def mean(self) -> float:
+        return self.alpha / (self.alpha + self.beta)
+
+    def as_dict(self, i: int) -> dict[str, Any]:
+        return {"exposures": self.exposures, "conversions": self.conversions,
+                "prior_mean": round(self.prior_mean, 5), "posterior_mean": round(self.mean, 5),
+                "alpha": round(self.alpha, 3), "beta": round(self.beta, 3),
+                "draw": round(self.draws[i], 5), "factor": round(self.factors[i], 4)}
+
+
+@dataclass(frozen=True)
+class LearnedSnapshot:
+    arms: Mapping[tuple[str, str], Evidence]
+    enabled: bool = True
+    frozen: bool = False
+    reset_at: float = 0.0
+    refreshed_at: float = 0.0
+    holdout_share: float = 0.0
+    seed: int = 1
+    version: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        shown = sum(e.exposures for e in self.arms.values())
+        won = sum(e.conversions for e in self.arms.values())
+        return {"enabled": self.enabled, "frozen": self.frozen, "reset_at": self.reset_at,
+                "refreshed_at": self.refreshed_at, "holdout_share": self.holdout_share, "seed": self.seed,
+                "version": self.version, "arms": len(self.arms), "exposures": shown, "conversions": won}
+
+
+def build_snapshot(counts: Mapping[tuple[str, str], tuple[int, int]], offers: Iterable[Any],
+                   segments: Iterable[str], settings: Mapping[str, Any] | None, *, frozen: bool = False,
+                   reset_at: float = 0.0, now: float = 0.0, version: int = 0) -> LearnedSnapshot:
+    """Posteriors and Thompson draws for every offer x segment (counts: ``(code, segment) -> (n, wins)``)."""
+    seed = int(knob(settings, "learning.seed"))
+    rng = np.random.default_rng([seed, version])
+    offers = list(offers)
+    a0, b0 = prior([o.priority for o in offers], settings)
+    mean0 = a0 / (a0 + b0)
+    arms = {}
+    for seg in segments:
+        n, wins = np.array([counts.get((o.code, seg), (0, 0)) for o in offers], dtype=float).reshape(-1, 2).T
+        alpha, beta = a0 + wins, b0 + np.maximum(n - wins, 0)
+        lift = float(np.mean(alpha / (alpha + beta) / mean0))
+        draws = rng.beta(alpha[:, None], beta[:, None], (len(offers), DRAWS))
+        table = factors(draws, mean0[:, None], lift, settings)
+        for j, offer in enumerate(offers):
+            arms[(offer.code, seg)] = Evidence(int(n[j]), int(wins[j]), float(alpha[j]), float(beta[j]),
+                                               float(mean0[j]), tuple(draws[j].tolist()), tuple(table[j].tolist()))
+    return LearnedSnapshot(arms, bool(knob(settings, "learning.enabled")), frozen, reset_at, now,
+                           float(knob(settings, "learning.holdout_share")), seed, version)
+
+
+EMPTY = LearnedSnapshot({}, enabled=False)
+
+
+@dataclass(frozen=True)
+class LearnedTerm:
+    """The learned term for one shelf: one subscriber's segment and one joint Thompson draw."""
+
+    snapshot: LearnedSnapshot
+    segment: str
+    draw: int
+    explain: bool = False
+
+    def apply(self, offer: Any, total: float, reasons: list[str]) -> tuple[float, list[str]]:
+        evidence = self.snapshot.arms.get((offer.code, self.segment))
+        if evidence is None:
+            return total, reasons
+        f = evidence.factors[self.draw]
+        if self.explain:
+            reasons.append(f"learned x{f:.3g} (segment {self.segment}: {evidence.conversions} confirmed of "
+                           f"{evidence.exposures} shown; posterior {evidence.mean:.2%}, prior {evidence.prior_mean:.2%} "
+                           f"from priority {offer.priority:g}; draw {evidence.draws[self.draw]:.2%})")
+        return round(total * f, 3), reasons
+
+    def evidence(self, code: str) -> dict[str, Any] | None:
+        found = self.snapshot.arms.get((code, self.segment))
+        return None if found is None else found.as_dict(self.draw)
+
+
+def assign(snapshot: LearnedSnapshot, facts: Mapping[str, Any], msisdn: str, *,
+           explain: bool = False) -> tuple[str, LearnedTerm | None]:
+    """``(arm, term)``: ``("fixed", None)`` for the holdout or when learning is off.
+
+    The subscriber's draw is fixed by the number within one snapshot, so the 200 SMS and
+    ``GET .../shelf`` show the same order; each refresh draws afresh.
+    """
+    if not snapshot.enabled or in_holdout(msisdn, snapshot.seed, snapshot.holdout_share):
+        return "fixed", None
+    draw = zlib.crc32(msisdn.encode()) % DRAWS
+    return "learned", LearnedTerm(snapshot, segment_key(facts), draw, explain)
+
+
+# --- durable state ---------------------------------------------------------------------------------
+
+def control(session: Session) -> LearningControl:
+    """The one control row, created on first use (two processes may race to: neither fails)."""
+    row = session.get(LearningControl, 1)
+    if row is None:
+        fastsql.execute(session, "INSERT INTO learning_control (id, frozen, reset_at, changed_at, changed_by) "
+                                 "VALUES (1, ?, 0.0, 0.0, '') ON CONFLICT (id) DO NOTHING", (False,))
+        row = session.get(LearningControl, 1)
+    return row
+
+
+_FOLD = ("SELECT e.offer_code, e.segment, COUNT(*), COUNT(c.exposure_id) FROM exposures e "
+         "LEFT JOIN (SELECT DISTINCT exposure_id FROM outcomes WHERE kind = 'confirmed' AND at >= ?) c "
+         "ON c.exposure_id = e.id WHERE e.context = 'shelf' AND e.at >= ? AND e.segment IS NOT NULL "
+         "GROUP BY e.offer_code, e.segment")
+_UPSERT = ("INSERT INTO learned_arms (offer_code, segment, exposures, conversions, updated_at) "
+           "VALUES (?, ?, ?, ?, ?) ON CONFLICT (offer_code, segment) DO UPDATE SET "
+           "exposures = excluded.exposures, conversions = excluded.conversions, updated_at = excluded.updated_at")
+
+
+def fold(session: Session, now: float, settings: Mapping[str, Any] | None) -> int:
+    """Recount the evidence from the events into ``learned_arms`` (idempotent: every process may run
+    it); nothing changes while ops have frozen learning. Returns the arms written."""
+    ctl = control(session)
+    if ctl.frozen:
+        return 0
+    since = max(ctl.reset_at, now - knob(settings, "learning.window_days") * DAY)
+    _, rows = fastsql.rows(session, _FOLD, (since, since))
+    for code, seg, n, wins in rows:
+        fastsql.execute(session, _UPSERT, (code, seg, int(n), int(wins), now))
+    session.execute(delete(LearnedArm).where(LearnedArm.updated_at < now))
+    return len(rows)
+
+
+def load(session: Session, catalog: Any, settings: Mapping[str, Any] | None, now: float,
+         version: int = 0) -> LearnedSnapshot:
+    """The snapshot from the durable table (every offer of the catalog x every brand and usage class)."""
+    ctl = control(session)
+    counts = {(c, s): (n, w) for c, s, n, w in session.execute(
+        select(LearnedArm.offer_code, LearnedArm.segment, LearnedArm.exposures, LearnedArm.conversions))}
+    return build_snapshot(counts, catalog.offers, all_segments(catalog.params), settings, frozen=ctl.frozen,
+                          reset_at=ctl.reset_at, now=now, version=version)
+
+
+def all_segments(params: Any) -> list[str]:
+    return [f"{brand}:{cls}" for brand in params.brands for cls, _ in params.usage_classes]
+
+
+def refresh(session: Session, catalog: Any, settings: Mapping[str, Any] | None, now: float,
+            version: int = 0) -> LearnedSnapshot:
+    """Fold the events (unless frozen, or another process folded them less than half a refresh ago)
+    and load the snapshot: one periodic job per process."""
+    last = session.scalar(select(func.max(LearnedArm.updated_at)))
+    if last is None or now - last >= knob(settings, "learning.refresh_s") / 2:
+        fold(session, now, settings)
+    return load(session, catalog, settings, now, version)
+
+
+def set_frozen(session: Session, frozen: bool, now: float, who: str = "ops") -> dict[str, Any]:
+    ctl = control(session)
+    ctl.frozen, ctl.changed_at, ctl.changed_by = frozen, now, who[:64]
+    return {"frozen": frozen, "reset_at": ctl.reset_at, "changed_at": now}
+
+
+def reset(session: Session, now: float, who: str = "ops") -> dict[str, Any]:
+    """Forget the evidence: the posteriors start again from the priors (events stay for the reports)."""
+    ctl = control(session)
+    dropped = session.execute(delete(LearnedArm)).rowcount
+    ctl.reset_at, ctl.changed_at, ctl.changed_by = now, now, who[:64]
+    return {"reset_at": now, "arms_dropped": dropped, "frozen": ctl.frozen}
+
+
+def learning_report(snapshot: LearnedSnapshot, facts: Mapping[str, Any], msisdn: str, catalog: Any) -> dict[str, Any]:
+    """For ``explain``: the subscriber's arm and segment, and per offer the evidence and the factor used."""
+    arm, term = assign(snapshot, facts, msisdn)
+    out: dict[str, Any] = {"arm": arm, "segment": segment_key(facts), **snapshot.summary()}
+    if term is None:
+        out["why"] = ("learning is off (learning.enabled)" if not snapshot.enabled else
+                      f"in the holdout (share {snapshot.holdout_share:g}, seed {snapshot.seed}): fixed ranking")
+        return out
+    out["draw"] = term.draw
+    out["evidence"] = {o.code: term.evidence(o.code) for o in catalog.offers}
+    return out

@@ -18,6 +18,7 @@ from twisted.application import service
 from twisted.internet import protocol, threads
 from twisted.logger import Logger
 
+from gateway import profiling
 from gateway.binds import BindRegistry
 from gateway.delivery import SmppDeliverer
 from gateway.mo_parts import HeldPart, PartStore, sar_of
@@ -449,6 +450,7 @@ class SMPPServerService(service.Service):
 
         self._restore_parts()
         self.listening = reactor.listenTCP(self.port, SMPPServerFactory(self), interface=self.host)
+        profiling.install_from_env(reactor)
         self._reclaim_leases()
         self.deliverer.start()
         self._schedule_expiry()

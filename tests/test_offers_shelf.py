@@ -91,9 +91,9 @@ def test_ranking_priority_fit_trigger_value_and_top_k():
 
 def test_value_factor_for_free_and_affordable_offers():
     params = demo_catalog().params
-    assert score(offer("F", price=0), facts(arpu_avg=0.0), params)[0] == 50
-    assert score(offer("C", price=10), facts(arpu_avg=100.0), params)[0] == 50
-    assert score(offer("D", price=100), facts(arpu_avg=100.0), params)[0] == 50 * 0.75
+    assert score(offer("F", price=0), facts(arpu_avg=0.0), params) == 50
+    assert score(offer("C", price=10), facts(arpu_avg=100.0), params) == 50
+    assert score(offer("D", price=100), facts(arpu_avg=100.0), params) == 50 * 0.75
 
 
 def test_active_codes_as_a_set_looks_groups_up_in_the_catalog():

@@ -96,7 +96,6 @@ class SmppDeliverer:
         self.in_flight: dict[str, InFlight] = {}
         self.running = False
         self.sent_listeners: list[Callable[[int], None]] = []
-        self.drained_listeners: list[Callable[[], None]] = []  # after sends freed backlog
         self.stats = {"sent_rows": 0, "sent_parts": 0, "errors": 0}
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -167,8 +166,6 @@ class SmppDeliverer:
     def _pump(self) -> None:
         self._pump_call = None
         self._send_ready()
-        for listener in self.drained_listeners:
-            listener()
         more = bool(self.ready)
         room = self._room()
         if room > 0 and not self.ready and self.table_may_have_due:

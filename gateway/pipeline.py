@@ -50,10 +50,6 @@ class MOPipeline:
         # (account, channel) -> lease owner to write into new rows a sender will take at once, or None
         self.lease_owner: Callable[[str | None, str], str | None] | None = None
         self.route_observer: Callable[[str, float], None] | None = None  # (channel, seconds) per MO
-        # Backpressure: while ``hold()`` is true nothing is routed and no MO is acknowledged, so the
-        # ESMEs' own windows stop their submits until the replies already queued have gone out.
-        self.hold: Callable[[], bool] | None = None
-        self.held = False
         self.routed_listeners: list[Callable[[Accepted, Reply], None]] = []
         self.stats = {"mo": 0, "replies": 0, "errors": 0, "batches": 0}
 
@@ -64,18 +60,10 @@ class MOPipeline:
         elif self._scheduled is None:
             self._scheduled = self.gateway.reactor.callLater(0, self.flush)
 
-    def kick(self, *_: Any) -> None:
-        """Resume after backpressure: route what waited, if the reason to hold has gone."""
-        if self.held and not (self.hold and self.hold()):
-            self.flush()
-
     def flush(self) -> None:
         if self._scheduled is not None and self._scheduled.active():
             self._scheduled.cancel()
         self._scheduled = None
-        self.held = bool(self.pending) and self.hold is not None and self.hold()
-        if self.held:
-            return
         batch, self.pending = self.pending, []
         if not batch:
             return

@@ -43,6 +43,7 @@ from bench.plot import bar_chart_svg
 from offers.population import FIRST
 
 PROFILE_TOP = 15
+PROFILE_COUNT = 5000  # "200"s of the profiled run (cProfile slows the gateway several times)
 OVERLOAD_SECONDS = 12.0
 PACED_SECONDS = 12.0
 
@@ -65,9 +66,20 @@ class Target:
         result = run_load(self.gw.ports["smpp"], count=count, duration=self.duration, message="200",
                           system_id=self.sid, password=self.pw, src_base=FIRST, subscribers=self.active,
                           rate=rate)
-        time.sleep(1.0)  # the deliverer writes its outcomes every 50 ms
-        result["gateway_logged_replies"] = self.logged_replies() - before
+        result["gateway_logged_replies"] = self.settled_count() - before
         return result
+
+    def settled_count(self, quiet_s: float = 2.0, limit_s: float = 120.0) -> int:
+        """The logged reply count once it has stopped moving (the backlog of the run is out), so a run
+        never starts behind the previous one's tail and each count covers its own run."""
+        deadline = time.monotonic() + limit_s
+        last, since = self.logged_replies(), time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
+            time.sleep(0.25)
+            now = self.logged_replies()
+            if now != last:
+                last, since = now, time.monotonic()
+        return last
 
     def submits(self, count: int) -> dict:
         return run_load(self.gw.ports["smpp"], count=count, duration=self.duration, dest="13900000000",
@@ -120,7 +132,7 @@ def measure(args: argparse.Namespace) -> dict:
             results.update(drive(target, args))
             results["rss_mb"] = {"after": round(rss_mb(gw.proc.pid), 1), "peak": round(hwm_mb(gw.proc.pid), 1)}
             if args.profile:
-                results["profile"] = target.profile(args.count, profile_path)
+                results["profile"] = target.profile(min(args.count, PROFILE_COUNT), profile_path)
         finally:
             gw.stop()
     return results

@@ -24,13 +24,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert
 from twisted.logger import Logger
 
 from gateway.binds import BindRegistry
 from gateway.smpp.ratelimit import TokenBucket
 from gateway.smpp.text import split_message
-from notifier.models import MessageLog
+from notifier.models import FINAL_STATES, MessageLog
+from offers import fastsql
 
 log = Logger(namespace="gateway.delivery")
 
@@ -42,6 +42,10 @@ EXPIRE_EVERY_S = 10.0
 # replies by id: the outbox message id (the same on a resend) and the MO message id it answers.
 TAG_GATEWAY_MESSAGE_ID = 0x1400
 TAG_CORRELATION = 0x1401
+# Outbox.mark_sent(delivered=True) as one plain statement per row, executed many
+MARK_DELIVERED = ("UPDATE outbox SET state = 'delivered', sent_at = ?, done_at = ?, lease_owner = NULL, "
+                  "lease_until = NULL, last_error = NULL WHERE message_id = ? AND state NOT IN ("
+                  + ", ".join(f"'{s}'" for s in FINAL_STATES) + ")")
 MAX_READY = 20000  # rows held in memory waiting for window room; beyond, they stay queued in the table
 
 
@@ -264,12 +268,11 @@ class SmppDeliverer:
         now = gw.now()
         with gw.db() as session, session.begin():
             # The ESME is the last hop in server mode: its deliver_sm_resp means delivered.
-            gw.outbox.mark_sent(session, [row.message_id for row in done], delivered=True)
-            logs = [{"direction": "MT", "channel": "sms", "account": row.account, "source": row.source,
-                     "dest": row.dest, "text": row.text[:2000], "message_id": row.message_id, "at": now,
-                     "action": row.kind} for row in done if row.kind != "receipt"]
-            if logs:
-                session.execute(insert(MessageLog.__table__), logs)
+            fastsql.executemany(session, MARK_DELIVERED, [(now, now, row.message_id) for row in done])
+            fastsql.insert_rows(session, MessageLog.__tablename__, [
+                {"direction": "MT", "channel": "sms", "account": row.account, "source": row.source,
+                 "dest": row.dest, "text": row.text[:2000], "message_id": row.message_id, "at": now,
+                 "action": row.kind} for row in done if row.kind != "receipt"])
             for message_id, error, permanent in failed:
                 state = gw.outbox.retry(session, message_id, error, permanent=permanent)
                 log.warn("outbox message {mid} not delivered ({error}); now {state}", mid=message_id,

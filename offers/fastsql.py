@@ -68,3 +68,34 @@ def remember_shelf(session: Session, msisdn: str, codes: list[str], now: float) 
     execute(session, "INSERT INTO shelf_views (msisdn, codes, at) VALUES (?, ?, ?) "
                      "ON CONFLICT (msisdn) DO UPDATE SET codes = excluded.codes, at = excluded.at",
             (msisdn, json.dumps(codes), now))
+
+
+def executemany(session: Session, statement: str, params: list[tuple]) -> None:
+    if not params:
+        return
+    cur, style = _cursor(session)
+    try:
+        cur.executemany(_sql(statement, style), params)
+    finally:
+        cur.close()
+
+
+@lru_cache(maxsize=16)
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+def insert_rows(session: Session, table: str, rows: list[dict[str, Any]], json_columns: tuple[str, ...] = ()) -> None:
+    """Insert many rows given as dicts with the same keys (JSON columns serialised here), one executemany."""
+    if not rows:
+        return
+    columns = tuple(rows[0])
+    json_at = [i for i, c in enumerate(columns) if c in json_columns]
+    values = []
+    for row in rows:
+        tup = [row[c] for c in columns]
+        for i in json_at:
+            if tup[i] is not None:
+                tup[i] = json.dumps(tup[i])
+        values.append(tup)
+    executemany(session, _insert_sql(table, columns), values)

@@ -6,6 +6,7 @@ Real SQLite, the real demo catalog, the clock passed in by hand (no sleeps).
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 from sqlalchemy import text
@@ -156,3 +157,25 @@ def test_lru_bound_and_catalog_boundaries():
     cache.put("4", catalog, NOW, ("A",), "text", refused_until=NOW + 5)
     assert cache.get("4", catalog, NOW + 4) is not None and cache.get("4", catalog, NOW + 5) is None
     assert cache.get("2", object(), NOW) is None  # another catalog snapshot
+
+
+@pytest.mark.integration
+def test_over_smpp_an_order_leaves_the_cached_shelf(gateway):
+    from gateway.sim_client import SimulatorClient
+
+    sub = "13800000007"
+    client = SimulatorClient("127.0.0.1", gateway.ports["smpp"], "tester", "test1234", wait=10)
+    client.connect()
+    try:
+        def shelf_text() -> str:
+            return next(r["text"] for r in client.command(sub, "10086", "200") if r["kind"] == "reply")
+
+        first = shelf_text()
+        assert shelf_text() == first  # the second one came from the cache
+        code = re.search(r"回KT(\w+)", first).group(1)
+        client.command(sub, "10086", f"KT{code}")
+        assert "QX" in client.command(sub, "10086", "Y")[0]["text"]
+        after = shelf_text()
+    finally:
+        client.close()
+    assert f"KT{code}" not in after

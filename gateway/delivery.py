@@ -61,7 +61,7 @@ class OutRow:
     text: str
     extra: dict | None
     correlation: str | None = None
-
+    parts: list[dict] | None = None  # deliver_sm params, built when the row is first at the head
     @classmethod
     def of(cls, row: Any) -> OutRow:
         get = row.get if isinstance(row, dict) else lambda k: getattr(row, k)
@@ -187,10 +187,19 @@ class SmppDeliverer:
     def _send_ready(self) -> None:
         self._release_unbound()
         while self.ready and self.bucket.tokens >= 1:
-            receiver = self.registry.next_receiver(self.ready[0].account)
-            if receiver is None:  # every window of that account is full: responses will poke us
-                break
-            self._send_row(self.ready.popleft(), receiver)
+            row = self.ready[0]
+            if row.parts is None:
+                try:
+                    row.parts = self.build_parts(row, next(self._refs) % 256)
+                except ValueError as exc:
+                    self.ready.popleft()
+                    self._failed.append((row.message_id, f"cannot encode: {exc}", True))
+                    self._schedule_record()
+                    continue
+            # every part needs a window slot now: a part sent nowhere would fail (and resend) the whole row
+            if self.registry.capacity(row.account) < len(row.parts):
+                break  # responses will poke us
+            self._send_row(self.ready.popleft())
 
     def _release_unbound(self) -> None:
         """Rows whose account has no receiver left go back to the table for whoever binds next."""
@@ -216,18 +225,15 @@ class SmppDeliverer:
             self.ready.extend(OutRow.of(row) for row in rows)
         return len(rows)
 
-    def _send_row(self, row: OutRow, receiver: Any) -> None:
-        try:
-            parts = self.build_parts(row, next(self._refs) % 256)
-        except ValueError as exc:
-            self._failed.append((row.message_id, f"cannot encode: {exc}", True))
-            self._schedule_record()
-            return
+    def _send_row(self, row: OutRow) -> None:
+        parts, row.parts = row.parts or [], None  # a retry builds them again (a new concatenation ref)
         self.bucket.try_take(1)
         flight = InFlight(row, len(parts))
         self.in_flight[row.message_id] = flight
+        receiver = self.registry.next_receiver(row.account)
         for params in parts:
-            target = receiver if receiver.send_capacity() > 0 else self.registry.next_receiver(row.account)
+            target = receiver if receiver is not None and receiver.send_capacity() > 0 \
+                else self.registry.next_receiver(row.account)
             if target is None:
                 self._part_result(flight, "no bind with window room")
                 continue

@@ -97,7 +97,10 @@ class RawESME:
                     self.out.errors[event.request.sequence_number] = event.response.command_status
             elif isinstance(event, (ResponseTimeout, ConnectionShouldClose)):
                 return False
-        self._flush()
+        try:
+            self._flush()
+        except OSError:  # the gateway went away (a crash test kills it) while we answered
+            return False
         return True
 
     def window_free(self) -> int:

@@ -62,6 +62,7 @@ class OutRow:
     extra: dict | None
     correlation: str | None = None
     parts: list[dict] | None = None  # deliver_sm params, built when the row is first at the head
+    queued_at: float = 0.0  # when it joined ``ready``: how long the head has waited is the sender's lag
     @classmethod
     def of(cls, row: Any) -> OutRow:
         get = row.get if isinstance(row, dict) else lambda k: getattr(row, k)
@@ -157,10 +158,13 @@ class SmppDeliverer:
 
     def take(self, rows: Iterable[Any]) -> None:
         """Committed rows; those leased to us are queued in memory and sent as room allows."""
+        now = self.gateway.now()
         for row in rows:
             owner = row.get("lease_owner") if isinstance(row, dict) else getattr(row, "lease_owner", None)
             if owner == self.owner:
-                self.ready.append(OutRow.of(row))
+                out = OutRow.of(row)
+                out.queued_at = now
+                self.ready.append(out)
             else:
                 self.table_may_have_due = True
         self.poke()
@@ -222,7 +226,11 @@ class SmppDeliverer:
         with gw.db() as session, session.begin():
             rows = gw.outbox.claim(session, channel="smpp", limit=room, owner=self.owner,
                                    lease_s=CLAIM_LEASE_S, accounts=accounts)
-            self.ready.extend(OutRow.of(row) for row in rows)
+            now = gw.now()
+            for row in rows:
+                out = OutRow.of(row)
+                out.queued_at = now
+                self.ready.append(out)
         return len(rows)
 
     def _send_row(self, row: OutRow) -> None:

@@ -45,6 +45,7 @@ class MOPipeline:
     def __init__(self, gateway: Any):
         self.gateway = gateway
         self.pending: list[Accepted] = []
+        self.pending_since = 0.0  # when the oldest of ``pending`` was accepted
         self._scheduled = None
         self.committed_listeners: list[Callable[[list[dict[str, Any]]], None]] = []
         # (account, channel) -> lease owner to write into new rows a sender will take at once, or None
@@ -54,6 +55,8 @@ class MOPipeline:
         self.stats = {"mo": 0, "replies": 0, "errors": 0, "batches": 0}
 
     def accept(self, item: Accepted) -> None:
+        if not self.pending:
+            self.pending_since = self.gateway.now()
         self.pending.append(item)
         if len(self.pending) >= MAX_BATCH:
             self.flush()

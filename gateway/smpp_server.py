@@ -325,7 +325,7 @@ class SMPPServerProtocol(protocol.Protocol):
         if len(self.server.pipeline.pending) >= MAX_QUEUED_MO:
             return S.ESME_RMSGQFUL
         if any(self.server.is_service_number(d) for d in dests) and not self.server.admission.admit():
-            return S.ESME_RMSGQFUL  # its reply could not go out within smpp.max_reply_delay_ms
+            return S.ESME_RMSGQFUL  # the replies already waiting are older than smpp.max_reply_delay_ms
         if account.source_ranges and not any(re.fullmatch(p, source) for p in account.source_ranges):
             return S.ESME_RINVSRCADR
         return 0
@@ -437,6 +437,7 @@ class SMPPServerService(service.Service):
         self.admission = ReplyAdmission(
             gateway.now, lambda: gateway.settings["smpp.max_reply_delay_ms"] / 1000.0,
             backlog=lambda: len(self.pipeline.pending) + len(self.deliverer.ready) + len(self.deliverer.in_flight),
+            oldest_wait_s=self._oldest_wait,
             completed=lambda: self.deliverer.stats["sent_rows"] + self.deliverer.stats["errors"])
         self.pipeline.lease_owner = lambda account, channel: (
             self.deliverer.lease_owner_for(account) if channel == "smpp" else None)
@@ -511,6 +512,15 @@ class SMPPServerService(service.Service):
     def count_error(self, status: int) -> None:
         if self.error_counter is not None:
             self.error_counter(status)
+
+    def _oldest_wait(self) -> float:
+        """Seconds the oldest accepted command has waited to be routed, or its reply to be sent."""
+        now, oldest = self.gateway.now(), 0.0
+        if self.pipeline.pending:
+            oldest = now - self.pipeline.pending_since
+        if self.deliverer.ready:
+            oldest = max(oldest, now - self.deliverer.ready[0].queued_at)
+        return oldest
 
     def on_bind_change(self) -> None:
         self.deliverer.wake_table()

@@ -3,95 +3,103 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import pytest
 from twisted.internet.task import Clock
 
-from gateway.admission import MIN_BACKLOG, MIN_RATE, SAMPLE_S, ReplyAdmission
+from gateway.admission import MIN_BACKLOG, ReplyAdmission
 from gateway.smpp.constants import CommandStatus as S
 from gateway.smpp.text import choose_encoding
 from tests.raw_esme import RawESME
 
 
 class Queue:
-    """A reply queue served at ``rate`` per second by the fake clock."""
+    """A FIFO of reply timestamps served at ``rate`` per second on the fake clock."""
 
     def __init__(self, clock: Clock):
-        self.clock, self.backlog, self.completed = clock, 0, 0
+        self.clock = clock
+        self.waiting: deque[float] = deque()
+        self.latencies: list[float] = []
+        self.done = 0
 
-    def serve(self, seconds: float, rate: float) -> None:
-        steps = int(seconds / 0.01)
-        for _ in range(steps):
-            self.clock.advance(0.01)
-            done = min(self.backlog, int(rate * 0.01))
-            self.backlog -= done
-            self.completed += done
+    def add(self) -> None:
+        self.waiting.append(self.clock.seconds())
+
+    def oldest_wait(self) -> float:
+        return self.clock.seconds() - self.waiting[0] if self.waiting else 0.0
+
+    def serve(self, seconds: float, rate: float, step: float = 0.001) -> None:
+        credit = 0.0
+        for _ in range(round(seconds / step)):
+            self.clock.advance(step)
+            credit += rate * step
+            while credit >= 1 and self.waiting:
+                credit -= 1
+                self.latencies.append(self.clock.seconds() - self.waiting.popleft())
+                self.done += 1
 
 
-def _admission(clock: Clock, queue: Queue, delay_s: float = 0.05) -> ReplyAdmission:
-    return ReplyAdmission(clock.seconds, lambda: delay_s, lambda: queue.backlog, lambda: queue.completed)
+def _admission(queue: Queue, delay_s: float = 0.03) -> ReplyAdmission:
+    return ReplyAdmission(queue.clock.seconds, lambda: delay_s, lambda: len(queue.waiting), queue.oldest_wait,
+                          lambda: queue.done)
 
 
-def test_under_the_bound_everything_is_admitted():
-    clock = Clock()
-    queue = Queue(clock)
-    adm = _admission(clock, queue)
-    for _ in range(MIN_BACKLOG - 1):
+def test_a_burst_into_an_idle_gateway_is_admitted():
+    queue = Queue(Clock())
+    adm = _admission(queue)
+    for _ in range(MIN_BACKLOG):
         assert adm.admit()
-        queue.backlog += 1
-    assert adm.refused == 0
+        queue.add()
+    queue.clock.advance(1.0)  # even when they are old: a small backlog is never refused
+    assert len(queue.waiting) == MIN_BACKLOG and adm.refused == 0
 
 
-def test_a_full_queue_refuses_at_once_and_recovers_when_it_drains():
-    clock = Clock()
-    queue = Queue(clock)
-    adm = _admission(clock, queue)
-    queue.backlog = adm.limit()
-    assert not adm.admit() and adm.refused == 1
+def test_stale_replies_refuse_at_once_and_a_drained_queue_admits_again():
+    queue = Queue(Clock())
+    adm = _admission(queue)
+    for _ in range(10):  # a busy second at 2,000 replies/s teaches the drain rate
+        for _ in range(200):
+            queue.add()
+        adm.admit()
+        queue.serve(0.1, rate=2000)
+    assert 1500 < adm.rate <= 2000 and adm.limit() >= 90
+    queue.serve(0.5, rate=2000)
+    refused = adm.refused
+    for _ in range(MIN_BACKLOG + 10):
+        queue.add()
+    assert adm.admit()  # all fresh, under the limit
+    for _ in range(adm.limit()):
+        queue.add()
+    assert not adm.admit()  # too many to drain within twice the bound
+    queue.serve(0.02, rate=2000)
+    queue.clock.advance(0.03)
+    assert not adm.admit() and adm.refused == refused + 2  # and now too old as well
     queue.serve(1.0, rate=1000)
-    assert queue.backlog == 0 and adm.admit()
+    assert not queue.waiting and adm.admit()
 
 
-def test_the_limit_follows_the_measured_drain_rate():
-    clock = Clock()
-    queue = Queue(clock)
-    adm = _admission(clock, queue, delay_s=0.1)
-    assert adm.limit() == max(MIN_BACKLOG, int(MIN_RATE * 0.1))
-    for _ in range(20):  # a busy gateway completing 3,000 replies/s
-        queue.backlog += 300
-        adm.admit()
-        queue.serve(SAMPLE_S / 2, rate=3000)
-        adm.admit()
-    assert 2500 <= adm.rate <= 3000
-    assert 250 <= adm.limit() <= 300
-
-
-def test_an_idle_gateway_keeps_its_estimate():
-    clock = Clock()
-    queue = Queue(clock)
-    adm = _admission(clock, queue)
-    adm.rate = 3000.0
-    for _ in range(10):
-        clock.advance(1.0)
-        assert adm.admit()
-    assert adm.rate == 3000.0
-
-
-def test_offered_twice_the_capacity_the_delay_stays_bounded():
-    """Simulated overload: arrivals at 2x what the queue serves; the admitted backlog never exceeds
-    what drains within the bound (plus one sample of estimation slack)."""
-    clock = Clock()
-    queue = Queue(clock)
-    adm = _admission(clock, queue, delay_s=0.05)
-    worst = 0.0
-    for _ in range(500):  # 5 s in steps of 10 ms, 20 arrivals per step = 2,000/s offered, 1,000/s served
-        for _ in range(20):
+@pytest.mark.parametrize("overload", [1.0, 2.0, 5.0])
+def test_offered_beyond_capacity_every_admitted_reply_waits_about_the_bound(overload):
+    queue = Queue(Clock())
+    adm = _admission(queue, delay_s=0.03)
+    capacity = 2000.0
+    per_ms = capacity * overload / 1000
+    credit = 0.0
+    for _ in range(5000):  # 5 s of arrivals, 1 ms steps
+        credit += per_ms
+        while credit >= 1:
+            credit -= 1
             if adm.admit():
-                queue.backlog += 1
-        queue.serve(0.01, rate=1000)
-        worst = max(worst, queue.backlog / 1000)
-    assert adm.refused > 4000
-    assert worst <= 0.1
+                queue.add()
+        queue.serve(0.001, rate=capacity)
+    queue.serve(1.0, rate=capacity)
+    assert not queue.waiting
+    assert max(queue.latencies) <= 2 * 0.03 + 0.01
+    served = len(queue.latencies) / 5
+    assert served >= 0.95 * min(capacity, capacity * overload)  # the door never starves the server
+    if overload > 1.5:
+        assert adm.refused > 0
 
 
 @pytest.mark.integration

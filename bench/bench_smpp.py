@@ -17,7 +17,9 @@ Runs, in order, on one gateway:
 3. overload, paced at 2x the capacity (target p99 <= 1 s, no lost reply, the excess refused at the door);
 4. plain submit_sm to a handset number (accepted/s).
 
-Each "200" run is checked against the gateway's own MT log: the replies the
+Each run also reports the gateway's CPU milliseconds per reply (from /proc: the figure a machine
+shared with other work does not blur; 1000 / it is one core's capacity). Each "200" run is checked
+against the gateway's own MT log: the replies the
 client counted must equal the replies the gateway logged as delivered.
 ``--profile`` then drives one more "200" run under cProfile inside the gateway
 (gateway/profiling.py) and prints its top functions.
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -61,12 +64,18 @@ class Target:
             return conn.execute("SELECT COUNT(*) FROM message_log WHERE direction = 'MT' "
                                 "AND action = 'reply'").fetchone()[0]
 
+    def cpu_s(self) -> float:
+        """CPU seconds the gateway process has used (user + system): a figure a busy machine does not blur."""
+        fields = Path(f"/proc/{self.gw.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def round_trips(self, count: int, rate: float = 0.0) -> dict:
-        before = self.logged_replies()
+        before, cpu = self.logged_replies(), self.cpu_s()
         result = run_load(self.gw.ports["smpp"], count=count, duration=self.duration, message="200",
                           system_id=self.sid, password=self.pw, src_base=FIRST, subscribers=self.active,
                           rate=rate)
         result["gateway_logged_replies"] = self.settled_count() - before
+        result["gateway_cpu_s"] = round(self.cpu_s() - cpu, 2)
         return result
 
     def settled_count(self, quiet_s: float = 2.0, limit_s: float = 120.0) -> int:
@@ -160,7 +169,8 @@ def _run_row(run: dict) -> dict:
             "acked": run["acked_ok"], "refused": sum(run["acked_err"].values()), "replies": run["replies"],
             "replies_missing": run["replies_missing"], "gateway_logged_replies": run["gateway_logged_replies"],
             "parts_per_reply": round(run["reply_parts"] / run["replies"], 2) if run["replies"] else None,
-            "count_matches_log": run["replies"] == run["gateway_logged_replies"]}
+            "count_matches_log": run["replies"] == run["gateway_logged_replies"],
+            "cpu_ms_per_reply": round(run["gateway_cpu_s"] * 1000 / run["replies"], 3) if run["replies"] else None}
 
 
 def summarise(results: dict, args: argparse.Namespace) -> dict:
@@ -189,14 +199,14 @@ def print_table(summary: dict, profile: str | None) -> None:
     table = Table(title=f"SMPP benchmark (population {summary['population']:,}, load over "
                         f"{summary['active']:,}; null SMSC '200' ceiling {summary['null_round_trips_per_s']}/s)")
     for column in ("run", "offered/s", "replies/s", "p50 / p95 / p99 ms", "acked", "refused", "missing",
-                   "parts/reply", "client = gateway log"):
+                   "parts/reply", "client = gateway log", "CPU ms/reply"):
         table.add_column(column, justify="right")
     for name, row in summary["runs"].items():
         table.add_row(name, str(row["offered_per_s"] or "max"), str(row["replies_per_s"]),
                       f"{row['p50_ms']} / {row['p95_ms']} / {row['p99_ms']}", str(row["acked"]),
                       str(row["refused"]), str(row["replies_missing"]), str(row["parts_per_reply"]),
                       f"{row['replies']} = {row['gateway_logged_replies']}"
-                      + ("" if row["count_matches_log"] else "  MISMATCH"))
+                      + ("" if row["count_matches_log"] else "  MISMATCH"), str(row["cpu_ms_per_reply"]))
     console.print(table)
     console.print(f"accepted submit_sm/s: {summary['submit_per_s']} (null SMSC {summary['null_submit_per_s']}); "
                   f"RSS MB after/peak: {summary['rss_mb']['after']}/{summary['rss_mb']['peak']}")

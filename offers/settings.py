@@ -27,7 +27,7 @@ KNOBS: dict[str, Knob] = {
     "smpp.inactivity": Knob(float, 300.0, "seconds without any PDU before the session is closed", 0.01, 86400),
     "smpp.response": Knob(float, 30.0, "seconds to wait for a response PDU", 0.01, 3600),
     "smpp.window": Knob(int, 10, "outstanding requests per session (outbound window)", 1, 1000),
-    "smpp.max_reply_delay_ms": Knob(float, 30.0, "while accepted replies have waited this long, a submit_sm to a "
+    "smpp.max_reply_delay_ms": Knob(float, 100.0, "while accepted replies have waited this long, a submit_sm to a "
                                     "service number is refused at once (ESME_RMSGQFUL)", 1, 600000),
     "smpp.max_pdu": Knob(int, 65536, "largest accepted command_length in bytes", 64, 1048576),
     "smpp.reassembly_timeout": Knob(float, 60.0, "seconds to wait for the missing parts of a long MO", 1, 3600),

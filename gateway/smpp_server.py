@@ -52,7 +52,6 @@ log = Logger(namespace="gateway.smpp")
 BIND_KIND = {"bind_transmitter": "tx", "bind_receiver": "rx", "bind_transceiver": "trx"}
 SERVICE_NUMBERS = frozenset({"10086", "1008611", "10000"})
 MAX_QUEUED_MO = 5000  # accepted but not yet committed: beyond this, ESME_RMSGQFUL
-REFUSAL_PAUSE_S = 0.005  # reads from a peer wait this long after it was refused for load
 FAILED_BIND_BASE_DELAY = 0.2
 FAILED_BIND_MAX_DELAY = 5.0
 FAILURE_MEMORY_S = 600.0  # failed binds older than this are forgotten
@@ -111,8 +110,6 @@ class SMPPServerProtocol(protocol.Protocol):
         self._timer = None
         self._callbacks: dict[int, Callable[[int | None], None]] = {}
         self._closing = False
-        self._refused_now = False  # a submit was refused for load in this read
-        self._paused = False
 
     # --- Receiver interface for the deliverer ----------------------------------------------------
 
@@ -150,24 +147,6 @@ class SMPPServerProtocol(protocol.Protocol):
         self._handle(self.session.receive_data(data))
         self._flush()
         self._reschedule()
-        if self._refused_now:
-            self._pause_after_refusal()
-
-    def _pause_after_refusal(self) -> None:
-        """A refusal was answered: read nothing more from this peer for REFUSAL_PAUSE_S, so an ESME
-        that resends at once cannot spend the gateway's time on refusals instead of replies."""
-        self._refused_now = False
-        if self.transport is None or self._paused:
-            return
-        self._paused = True
-        self.transport.pauseProducing()
-
-        def resume() -> None:
-            self._paused = False
-            if self in self.server.connections and not self._closing:  # still connected
-                self.transport.resumeProducing()
-
-        self.gateway.reactor.callLater(REFUSAL_PAUSE_S, resume)
 
     def connectionLost(self, reason: Any = None) -> None:
         self.server.connections.discard(self)
@@ -364,7 +343,6 @@ class SMPPServerProtocol(protocol.Protocol):
         if status:
             self.server.count_error(status)
             self._respond(pdu, status)
-            self._refused_now = status in (S.ESME_RMSGQFUL, S.ESME_RTHROTTLED)
         return not status
 
     def _submit(self, pdu, dest: str) -> None:

@@ -1,107 +1,241 @@
-"""SMPP benchmark: "200" round trips and plain submit_sm acceptance, beside the null-SMSC ceiling.
+"""SMPP benchmark: "200" round trips (max, paced at 80 %, overload at 2x) and plain submit_sm, beside the null SMSC.
 
-Both are measured with ../shared/tools/smpp_load.py (4 binds, window 10), first
-against ../shared/tools/smpp_null_server.py (the fastest SMPP server this
-machine runs in Python: the ceiling), then against the real gateway started
-as ``run_gateway.py serve`` with the demo data (plus --population N). Prints a
-table and writes bench/out/smpp.json and bench/out/smpp.svg.
+Every figure is measured with ../shared/tools/smpp_load.py (4 binds, window
+10; a reply counts when its last part is in), first against
+../shared/tools/smpp_null_server.py (the ceiling of this machine and client),
+then against the real gateway (``run_gateway.py serve``, shipped defaults
+plus a ``bench`` account without the demo account's 500 msg/s) on a copy of
+a cached database of ``--population`` subscribers, the load spread over
+``--active`` of them (bench/population.py builds the cache once).
 
-    .venv/bin/python -m bench.bench_smpp --count 20000 [--population 1000000]
+Runs, in order, on one gateway:
+
+1. "200" as fast as the windows allow, twice over the same subscribers: ``cold`` (each one's first
+   "200": database reads and ranking) and the steady state, whose rate is the capacity
+   (replies/s, p50/p95/p99, parts per reply);
+2. paced at 80 % of that capacity (target p99 <= 20 ms);
+3. overload, paced at 2x the capacity (target p99 <= 1 s, no lost reply, the excess refused at the door);
+4. plain submit_sm to a handset number (accepted/s).
+
+Each run also reports the gateway's CPU milliseconds per reply (from /proc: the figure a machine
+shared with other work does not blur; 1000 / it is one core's capacity). Each "200" run is checked
+against the gateway's own MT log: the replies the
+client counted must equal the replies the gateway logged as delivered.
+``--profile`` then drives one more "200" run under cProfile inside the gateway
+(gateway/profiling.py) and prints its top functions.
+
+    .venv/bin/python -m bench.bench_smpp                        # 1,000,000 subscribers, 100,000 active
+    .venv/bin/python -m bench.bench_smpp --profile --count 20000
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
+import signal
+import sqlite3
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from bench.common import BENCH_ACCOUNT, NullSMSC, bench_fixtures, hwm_mb, rss_mb, run_load, write_result
+from bench.common import BENCH_ACCOUNT, OUT, NullSMSC, bench_fixtures, hwm_mb, rss_mb, run_load, write_result
 from bench.plot import bar_chart_svg
+from offers.population import FIRST
+
+PROFILE_TOP = 15
+PROFILE_COUNT = 5000  # "200"s of the profiled run (cProfile slows the gateway several times)
+OVERLOAD_SECONDS = 12.0
+PACED_SECONDS = 12.0
 
 
-def measure(count: int, duration: float, population: int, db_url: str | None = None) -> dict:
+class Target:
+    """The gateway under test: its port, process and database, and the load runs against it."""
+
+    def __init__(self, gw, db_path: Path, active: int, duration: float):
+        self.gw, self.db_path, self.active, self.duration = gw, db_path, active, duration
+        self.sid, self.pw = BENCH_ACCOUNT
+
+    def logged_replies(self) -> int:
+        """Replies the gateway logged as delivered (MT log rows of kind reply)."""
+        with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30) as conn:
+            return conn.execute("SELECT COUNT(*) FROM message_log WHERE direction = 'MT' "
+                                "AND action = 'reply'").fetchone()[0]
+
+    def cpu_s(self) -> float:
+        """CPU seconds the gateway process has used (user + system): a figure a busy machine does not blur."""
+        fields = Path(f"/proc/{self.gw.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def round_trips(self, count: int, rate: float = 0.0) -> dict:
+        before, cpu = self.logged_replies(), self.cpu_s()
+        result = run_load(self.gw.ports["smpp"], count=count, duration=self.duration, message="200",
+                          system_id=self.sid, password=self.pw, src_base=FIRST, subscribers=self.active,
+                          rate=rate)
+        result["gateway_logged_replies"] = self.settled_count() - before
+        result["gateway_cpu_s"] = round(self.cpu_s() - cpu, 2)
+        return result
+
+    def settled_count(self, quiet_s: float = 2.0, limit_s: float = 120.0) -> int:
+        """The logged reply count once it has stopped moving (the backlog of the run is out), so a run
+        never starts behind the previous one's tail and each count covers its own run."""
+        deadline = time.monotonic() + limit_s
+        last, since = self.logged_replies(), time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
+            time.sleep(0.25)
+            now = self.logged_replies()
+            if now != last:
+                last, since = now, time.monotonic()
+        return last
+
+    def submits(self, count: int) -> dict:
+        return run_load(self.gw.ports["smpp"], count=count, duration=self.duration, dest="13900000000",
+                        expect_replies=False, system_id=self.sid, password=self.pw)
+
+    def profile(self, count: int, path: Path) -> str:
+        self.gw.proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
+        self.round_trips(count)
+        path.unlink(missing_ok=True)
+        self.gw.proc.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + 30
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return top_functions(path)
+
+
+def top_functions(path: Path, n: int = PROFILE_TOP) -> str:
+    import pstats
+
+    out = io.StringIO()
+    stats = pstats.Stats(str(path), stream=out)
+    stats.strip_dirs().sort_stats("tottime").print_stats(n)
+    lines = out.getvalue().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("ncalls")), 0)
+    return "\n".join(line for line in lines[start:] if line.strip())
+
+
+def measure(args: argparse.Namespace) -> dict:
     results: dict = {}
     null = NullSMSC(reply=True)
     try:
-        results["null_round_trip"] = run_load(null.port, count=count, duration=duration, message="200")
-        results["null_submit"] = run_load(null.port, count=count, duration=duration, dest="13900000000",
-                                          expect_replies=False)
+        results["null_round_trip"] = run_load(null.port, count=args.count, duration=args.duration, message="200")
+        results["null_submit"] = run_load(null.port, count=args.count, duration=args.duration,
+                                          dest="13900000000", expect_replies=False)
     finally:
         null.stop()
+    from bench.population import database_copy
     from tests.harness import start_gateway
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        fixtures = bench_fixtures(workdir)
-        gw = start_gateway(workdir, "--fixtures", str(fixtures), "--population", str(population),
-                           "--log-format", "json", db_url=db_url)
+        db_url = database_copy(workdir, args.population, args.active)
+        profile_path = workdir / "gateway.prof"
+        gw = start_gateway(workdir, "--fixtures", str(bench_fixtures(workdir)), "--population",
+                           str(args.population), "--log-format", "json", db_url=db_url,
+                           env={"GATEWAY_PROFILE": str(profile_path)} if args.profile else None)
         try:
-            sid, pw = BENCH_ACCOUNT
-            rss_before = rss_mb(gw.proc.pid)
-            results["gateway_round_trip"] = run_load(gw.ports["smpp"], count=count, duration=duration,
-                                                     message="200", system_id=sid, password=pw)
-            results["gateway_submit"] = run_load(gw.ports["smpp"], count=count, duration=duration,
-                                                 dest="13900000000", expect_replies=False,
-                                                 system_id=sid, password=pw)
-            results["rss_mb"] = {"before": round(rss_before, 1), "after": round(rss_mb(gw.proc.pid), 1),
-                                 "peak": round(hwm_mb(gw.proc.pid), 1)}
+            target = Target(gw, workdir / "gateway.db", args.active, args.duration)
+            results.update(drive(target, args))
+            results["rss_mb"] = {"after": round(rss_mb(gw.proc.pid), 1), "peak": round(hwm_mb(gw.proc.pid), 1)}
+            if args.profile:
+                results["profile"] = target.profile(min(args.count, PROFILE_COUNT), profile_path)
         finally:
             gw.stop()
     return results
 
 
-def summarise(results: dict, population: int) -> dict:
+def drive(target: Target, args: argparse.Namespace) -> dict:
+    out: dict = {}
+    print("bench: '200' at full speed, first contact of each subscriber (cold) ...", file=sys.stderr, flush=True)
+    out["cold"] = target.round_trips(args.count)
+    print("bench: '200' at full speed, the same subscribers again (steady state) ...", file=sys.stderr, flush=True)
+    out["gateway_round_trip"] = full = target.round_trips(args.count)
+    capacity = full["reply_tps"] or 100.0
+    for name, factor, seconds in (("paced_80", 0.8, PACED_SECONDS), ("overload_2x", 2.0, OVERLOAD_SECONDS)):
+        rate = round(capacity * factor, 1)
+        print(f"bench: '200' paced at {rate}/s ({name}) ...", file=sys.stderr, flush=True)
+        out[name] = target.round_trips(max(100, int(rate * seconds)), rate=rate)
+    print("bench: plain submit_sm ...", file=sys.stderr, flush=True)
+    out["gateway_submit"] = target.submits(args.count)
+    return out
+
+
+def _run_row(run: dict) -> dict:
+    return {"offered_per_s": run.get("rate") or None, "replies_per_s": run["reply_tps"],
+            "p50_ms": run["reply_p50_ms"], "p95_ms": run["reply_p95_ms"], "p99_ms": run["reply_p99_ms"],
+            "acked": run["acked_ok"], "refused": sum(run["acked_err"].values()), "replies": run["replies"],
+            "replies_missing": run["replies_missing"], "gateway_logged_replies": run["gateway_logged_replies"],
+            "parts_per_reply": round(run["reply_parts"] / run["replies"], 2) if run["replies"] else None,
+            "count_matches_log": run["replies"] == run["gateway_logged_replies"],
+            "cpu_ms_per_reply": round(run["gateway_cpu_s"] * 1000 / run["replies"], 3) if run["replies"] else None}
+
+
+def summarise(results: dict, args: argparse.Namespace) -> dict:
     rt, null_rt = results["gateway_round_trip"], results["null_round_trip"]
     sub, null_sub = results["gateway_submit"], results["null_submit"]
     return {
-        "population": population,
+        "population": args.population, "active": args.active,
         "round_trips_per_s": rt["reply_tps"], "round_trip_p50_ms": rt["reply_p50_ms"],
-        "round_trip_p99_ms": rt["reply_p99_ms"], "null_round_trips_per_s": null_rt["reply_tps"],
+        "round_trip_p95_ms": rt["reply_p95_ms"], "round_trip_p99_ms": rt["reply_p99_ms"],
+        "null_round_trips_per_s": null_rt["reply_tps"],
         "round_trip_ratio": round(rt["reply_tps"] / null_rt["reply_tps"], 3) if null_rt["reply_tps"] else None,
         "replies_missing": rt["replies_missing"], "submit_errors": rt["acked_err"],
+        "runs": {name: _run_row(results[name]) for name in ("cold", "gateway_round_trip", "paced_80",
+                                                             "overload_2x")},
         "submit_per_s": sub["submit_tps"], "null_submit_per_s": null_sub["submit_tps"],
         "submit_ratio": round(sub["submit_tps"] / null_sub["submit_tps"], 3) if null_sub["submit_tps"] else None,
         "submit_p99_ms": sub["ack_p99_ms"], "rss_mb": results["rss_mb"],
     }
 
 
-def print_table(summary: dict) -> None:
+def print_table(summary: dict, profile: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"SMPP benchmark (population {summary['population']:,})")
-    table.add_column("figure")
-    table.add_column("gateway", justify="right")
-    table.add_column("null SMSC", justify="right")
-    table.add_column("ratio", justify="right")
-    table.add_row('"200" round trips/s', str(summary["round_trips_per_s"]), str(summary["null_round_trips_per_s"]),
-                  str(summary["round_trip_ratio"]))
-    table.add_row("round trip p50 / p99 ms", f"{summary['round_trip_p50_ms']} / {summary['round_trip_p99_ms']}",
-                  "", "")
-    table.add_row("accepted submit_sm/s", str(summary["submit_per_s"]), str(summary["null_submit_per_s"]),
-                  str(summary["submit_ratio"]))
-    table.add_row("RSS MB (before/after/peak)", "{before}/{after}/{peak}".format(**summary["rss_mb"]), "", "")
-    Console(file=sys.stderr).print(table)
+    console = Console(file=sys.stderr, width=140)
+    table = Table(title=f"SMPP benchmark (population {summary['population']:,}, load over "
+                        f"{summary['active']:,}; null SMSC '200' ceiling {summary['null_round_trips_per_s']}/s)")
+    for column in ("run", "offered/s", "replies/s", "p50 / p95 / p99 ms", "acked", "refused", "missing",
+                   "parts/reply", "client = gateway log", "CPU ms/reply"):
+        table.add_column(column, justify="right")
+    for name, row in summary["runs"].items():
+        table.add_row(name, str(row["offered_per_s"] or "max"), str(row["replies_per_s"]),
+                      f"{row['p50_ms']} / {row['p95_ms']} / {row['p99_ms']}", str(row["acked"]),
+                      str(row["refused"]), str(row["replies_missing"]), str(row["parts_per_reply"]),
+                      f"{row['replies']} = {row['gateway_logged_replies']}"
+                      + ("" if row["count_matches_log"] else "  MISMATCH"), str(row["cpu_ms_per_reply"]))
+    console.print(table)
+    console.print(f"accepted submit_sm/s: {summary['submit_per_s']} (null SMSC {summary['null_submit_per_s']}); "
+                  f"RSS MB after/peak: {summary['rss_mb']['after']}/{summary['rss_mb']['peak']}")
+    if profile:
+        console.print(f"gateway hot path, top {PROFILE_TOP} functions by own time (cProfile):")
+        console.print(profile, markup=False, highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=20000)
-    parser.add_argument("--duration", type=float, default=120.0)
-    parser.add_argument("--population", type=int, default=0)
-    parser.add_argument("--db", default=None, help="database URL (default: a SQLite file in a temp folder)")
+    parser.add_argument("--count", type=int, default=20000, help='"200" messages of the full-speed run')
+    parser.add_argument("--duration", type=float, default=120.0, help="time limit of each load run (s)")
+    parser.add_argument("--population", type=int, default=1_000_000, help="subscribers in the database")
+    parser.add_argument("--active", type=int, default=100_000, help="subscribers the load is spread over")
+    parser.add_argument("--profile", action="store_true", help="profile one more run inside the gateway")
     args = parser.parse_args(argv)
-    results = measure(args.count, args.duration, args.population, args.db)
-    summary = summarise(results, args.population)
-    print_table(summary)
-    write_result(f"smpp_pop{args.population}", {"summary": summary, "raw": results})
+    if not 1 <= args.active <= args.population:
+        parser.error("--active must be between 1 and --population")
+    results = measure(args)
+    summary = summarise(results, args)
+    print_table(summary, results.get("profile"))
+    name = f"smpp_pop{args.population}"
+    write_result(name, {"summary": summary, "raw": results})
     svg = bar_chart_svg("SMPP throughput (msg/s): gateway vs null SMSC", [
         ("200 round trips", summary["round_trips_per_s"] or 0, summary["null_round_trips_per_s"] or 0),
         ("submit_sm accepted", summary["submit_per_s"] or 0, summary["null_submit_per_s"] or 0)])
-    out = Path(__file__).resolve().parent / "out" / f"smpp_pop{args.population}.svg"
-    out.write_text(svg)
+    (OUT / f"{name}.svg").write_text(svg)
+    if results.get("profile"):
+        (OUT / f"{name}_profile.txt").write_text(results["profile"] + "\n")
     print(json.dumps(summary))
     return 0
 

@@ -33,7 +33,7 @@ def tools_dir() -> Path:
 def run_load(port: int, *, count: int, duration: float, binds: int = 4, window: int = 10, dest: str = "10086",
              message: str = "200", expect_replies: bool = True, subscribers: int = 100,
              src_base: int = 13800000001, system_id: str = "load", password: str = "load",
-             dlr: bool = False) -> dict:
+             dlr: bool = False, rate: float = 0.0) -> dict:
     """Run ../shared/tools/smpp_load.py and return its JSON summary (its last stdout line)."""
     cmd = [sys.executable, str(tools_dir() / "smpp_load.py"), "--port", str(port), "--binds", str(binds),
            "--window", str(window), "--count", str(count), "--duration", str(duration), "--dest", dest,
@@ -43,6 +43,8 @@ def run_load(port: int, *, count: int, duration: float, binds: int = 4, window: 
         cmd.append("--expect-replies")
     if dlr:
         cmd.append("--dlr")
+    if rate:
+        cmd += ["--rate", str(rate)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if not lines:

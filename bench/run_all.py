@@ -40,13 +40,18 @@ def _fmt(value, unit: str = "") -> str:
 
 
 def _smpp_rows(d: dict) -> list[tuple[str, str, str, str]]:
-    pop = d.get("population", 0)
+    pop, runs = d.get("population", 0), d.get("runs") or {}
+    paced, over = runs.get("paced_80") or {}, runs.get("overload_2x") or {}
     return [
         (f'"200" round trips/s (pop {pop:,})', _fmt(d.get("round_trips_per_s")),
-         _fmt(d.get("null_round_trips_per_s")), ">= 2,000/s"),
+         _fmt(d.get("null_round_trips_per_s")), ">= 3,000/s"),
         ("  p50 / p99 latency ms", f"{_fmt(d.get('round_trip_p50_ms'))} / {_fmt(d.get('round_trip_p99_ms'))}",
          "", "p99 <= 50 ms"),
-        ("accepted submit_sm/s", _fmt(d.get("submit_per_s")), _fmt(d.get("null_submit_per_s")), ">= 5,000/s"),
+        ("  paced at 80 %: p99 ms", _fmt(paced.get("p99_ms")), "", "<= 20 ms"),
+        ("  overload 2x: p99 ms, lost, refused",
+         f"{_fmt(over.get('p99_ms'))}, {_fmt(over.get('replies_missing'))}, {_fmt(over.get('refused'))}", "",
+         "<= 1 s, 0 lost"),
+        ("accepted submit_sm/s", _fmt(d.get("submit_per_s")), _fmt(d.get("null_submit_per_s")), ">= 20,000/s"),
         ("gateway RSS MB (peak)", _fmt((d.get("rss_mb") or {}).get("peak")), "", "<= 300 MB at 1M"),
     ]
 

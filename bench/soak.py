@@ -1,90 +1,143 @@
-"""Soak (not in CI): a paced MO load for a long time; RSS growth and latency drift per minute.
+"""Soak (not in CI): "200" paced at half the measured maximum for a long time; RSS growth and latency drift.
 
-    .venv/bin/python -m bench.soak --rate 500 --seconds 3600      # the issue's hour at 500 msg/s
-    .venv/bin/python -m bench.soak --rate 500 --seconds 120       # a short look
+The gateway serves a copy of the benchmark's cached population (1,000,000
+subscribers, load spread over ``--active`` of them, bench/population.py).
+Without ``--rate`` the maximum is measured first (a short full-speed run with
+the shared load client) and the soak runs at half of it. A reply counts when
+its last part is in. Prints, per window, the replies, p50/p99 and RSS, then the
+figures the issue asks for: RSS growth in % from the end of the first window
+to the end, and the p99 of the first against the last window. Windows are ten
+minutes, or a sixth of the run when it is shorter than an hour.
+
+    .venv/bin/python -m bench.soak --seconds 3600     # the issue's hour
+    .venv/bin/python -m bench.soak --seconds 300      # a short look (50 s windows)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import BENCH_ACCOUNT, bench_fixtures, rss_mb, write_result
+from bench.common import BENCH_ACCOUNT, bench_fixtures, rss_mb, run_load, write_result
+from offers.population import FIRST
 from tests.harness import start_gateway
 from tests.raw_esme import RawESME
+
+WINDOW_S = 600.0
 
 
 def _pct(values: list[float], pct: float) -> float | None:
     if not values:
         return None
     values = sorted(values)
-    return values[min(len(values) - 1, int(len(values) * pct / 100))]
+    return round(values[min(len(values) - 1, int(len(values) * pct / 100))], 2)
 
 
-def soak(rate: float, seconds: float, population: int) -> dict:
+def window_seconds(seconds: float) -> float:
+    return WINDOW_S if seconds >= 3600 else seconds / 6
+
+
+def soak(rate: float | None, seconds: float, population: int, active: int) -> dict:
+    from bench.population import database_copy
+
     with tempfile.TemporaryDirectory() as tmp:
-        gw = start_gateway(Path(tmp), "--fixtures", str(bench_fixtures(Path(tmp))), "--population",
-                           str(population), "--log-format", "json")
+        workdir = Path(tmp)
+        gw = start_gateway(workdir, "--fixtures", str(bench_fixtures(workdir)), "--population", str(population),
+                           "--log-format", "json", db_url=database_copy(workdir, population, active))
         try:
-            return _drive(gw, rate, seconds)
+            if rate is None:
+                full = run_load(gw.ports["smpp"], count=5000, duration=120, message="200", system_id=BENCH_ACCOUNT[0],
+                                password=BENCH_ACCOUNT[1], src_base=FIRST, subscribers=active)
+                rate = max(10.0, round(full["reply_tps"] / 2, 1))
+                print(f"soak: measured maximum {full['reply_tps']}/s, soaking at {rate}/s", file=sys.stderr)
+            return {"rate": rate, **Driver(gw, rate, seconds, active).run()}
         finally:
             gw.stop()
 
 
-def _drive(gw, rate: float, seconds: float) -> dict:
-    esme = RawESME("127.0.0.1", gw.ports["smpp"], *BENCH_ACCOUNT, window=100)
-    sent_at: dict[int, float] = {}
-    pending: dict[str, float] = {}  # MO id -> submit time, once acked
-    minutes: list[dict] = []
-    latencies: list[float] = []
-    start = time.monotonic()
-    next_minute = start + 60
-    sent = 0
-    rss_start = rss_mb(gw.proc.pid)
-    while time.monotonic() - start < seconds:
-        due = int((time.monotonic() - start) * rate)
-        while sent < due and esme.window_free() > 0:
-            seq = esme.submit(f"138000{1 + sent % 100:05d}", "10086", "CXYE")
-            sent_at[seq] = time.monotonic()
-            sent += 1
-        esme.pump(0.005)
-        for seq, mo_id in esme.out.acked.items():  # consumed and cleared: the client stays O(1) per message
-            pending[mo_id] = sent_at.pop(seq, time.monotonic())
-        esme.out.acked.clear()
-        for reply in esme.out.replies:
-            t0 = pending.pop(reply["mo"], None)
-            if t0 is not None:
-                latencies.append((time.monotonic() - t0) * 1000)
-        esme.out.replies.clear()
-        if time.monotonic() >= next_minute:
-            minutes.append({"minute": len(minutes) + 1, "rss_mb": round(rss_mb(gw.proc.pid), 1),
-                            "replies": len(latencies), "p50_ms": _pct(latencies, 50), "p99_ms": _pct(latencies, 99)})
-            print(json.dumps(minutes[-1]), file=sys.stderr, flush=True)
-            latencies = []
-            next_minute += 60
-    esme.close()
-    p99s = [m["p99_ms"] for m in minutes if m["p99_ms"] is not None]
-    return {"rate": rate, "seconds": seconds, "sent": sent, "rss_start_mb": round(rss_start, 1),
-            "rss_end_mb": round(rss_mb(gw.proc.pid), 1),
-            "rss_growth_mb": round(rss_mb(gw.proc.pid) - rss_start, 1),
-            "p99_first_ms": p99s[0] if p99s else None, "p99_last_ms": p99s[-1] if p99s else None,
-            "p99_median_ms": statistics.median(p99s) if p99s else None, "minutes": minutes}
+class Driver:
+    """One TRX bind sending "200" at a fixed rate; latency of each reply at its last part."""
+
+    def __init__(self, gw, rate: float, seconds: float, active: int):
+        self.gw, self.rate, self.seconds, self.active = gw, rate, seconds, active
+        self.esme = RawESME("127.0.0.1", gw.ports["smpp"], *BENCH_ACCOUNT, window=100)
+        self.sent_at: dict[int, float] = {}
+        self.pending: dict[str, float] = {}  # MO id -> submit time, once acked
+        self.parts: dict[str, int] = {}  # MO id -> parts still missing
+        self.latencies: list[float] = []
+        self.refused = 0
+
+    def run(self) -> dict:
+        windows: list[dict] = []
+        span = window_seconds(self.seconds)
+        start = time.monotonic()
+        next_window = start + span
+        sent = 0
+        while time.monotonic() - start < self.seconds:
+            due = int((time.monotonic() - start) * self.rate)
+            while sent < due and self.esme.window_free() > 0:
+                source = str(FIRST + sent % self.active)
+                self.sent_at[self.esme.submit(source, "10086", "200")] = time.monotonic()
+                sent += 1
+            self.esme.pump(0.005)
+            self._collect()
+            if time.monotonic() >= next_window:
+                windows.append({"window": len(windows) + 1, "rss_mb": round(rss_mb(self.gw.proc.pid), 1),
+                                "replies": len(self.latencies), "p50_ms": _pct(self.latencies, 50),
+                                "p99_ms": _pct(self.latencies, 99)})
+                print(json.dumps(windows[-1]), file=sys.stderr, flush=True)
+                self.latencies = []
+                next_window += span
+        self.esme.close()
+        return summary(windows, sent, self.refused, self.seconds, span)
+
+    def _collect(self) -> None:
+        out = self.esme.out
+        for seq, mo_id in out.acked.items():  # consumed and cleared: the client stays O(1) per message
+            self.pending[mo_id] = self.sent_at.pop(seq, time.monotonic())
+        out.acked.clear()
+        self.refused += len(out.errors)
+        for seq in out.errors:
+            self.sent_at.pop(seq, None)
+        out.errors.clear()
+        for reply in out.replies:
+            mo = reply["mo"]
+            if mo not in self.pending:
+                continue
+            left = self.parts.get(mo, reply["total"]) - 1
+            if left > 0:
+                self.parts[mo] = left
+                continue
+            self.parts.pop(mo, None)
+            self.latencies.append((time.monotonic() - self.pending.pop(mo)) * 1000)
+        out.replies.clear()
+
+
+def summary(windows: list[dict], sent: int, refused: int, seconds: float, span: float) -> dict:
+    first, last = (windows[0], windows[-1]) if windows else ({}, {})
+    rss0, rss1 = first.get("rss_mb"), last.get("rss_mb")
+    p0, p1 = first.get("p99_ms"), last.get("p99_ms")
+    return {"seconds": seconds, "window_s": round(span, 1), "sent": sent, "refused": refused,
+            "rss_first_window_mb": rss0, "rss_end_mb": rss1,
+            "rss_growth_pct": round((rss1 - rss0) / rss0 * 100, 2) if rss0 else None,
+            "p99_first_window_ms": p0, "p99_last_window_ms": p1,
+            "p99_drift_pct": round((p1 - p0) / p0 * 100, 1) if p0 else None, "windows": windows}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--rate", type=float, default=None, help='"200"/s (default: half the measured maximum)')
     parser.add_argument("--seconds", type=float, default=3600.0)
-    parser.add_argument("--population", type=int, default=0)
+    parser.add_argument("--population", type=int, default=1_000_000)
+    parser.add_argument("--active", type=int, default=100_000)
     args = parser.parse_args(argv)
-    result = soak(args.rate, args.seconds, args.population)
+    result = soak(args.rate, args.seconds, args.population, args.active)
     write_result("soak", result)
-    print(json.dumps({k: v for k, v in result.items() if k != "minutes"}))
+    print(json.dumps({k: v for k, v in result.items() if k != "windows"}))
     return 0
 
 

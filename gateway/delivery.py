@@ -24,13 +24,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert
 from twisted.logger import Logger
 
 from gateway.binds import BindRegistry
 from gateway.smpp.ratelimit import TokenBucket
 from gateway.smpp.text import split_message
-from notifier.models import MessageLog
+from notifier.models import FINAL_STATES, MessageLog
+from offers import fastsql
 
 log = Logger(namespace="gateway.delivery")
 
@@ -42,6 +42,10 @@ EXPIRE_EVERY_S = 10.0
 # replies by id: the outbox message id (the same on a resend) and the MO message id it answers.
 TAG_GATEWAY_MESSAGE_ID = 0x1400
 TAG_CORRELATION = 0x1401
+# Outbox.mark_sent(delivered=True) as one plain statement per row, executed many
+MARK_DELIVERED = ("UPDATE outbox SET state = 'delivered', sent_at = ?, done_at = ?, lease_owner = NULL, "
+                  "lease_until = NULL, last_error = NULL WHERE message_id = ? AND state NOT IN ("
+                  + ", ".join(f"'{s}'" for s in FINAL_STATES) + ")")
 MAX_READY = 20000  # rows held in memory waiting for window room; beyond, they stay queued in the table
 
 
@@ -57,7 +61,8 @@ class OutRow:
     text: str
     extra: dict | None
     correlation: str | None = None
-
+    parts: list[dict] | None = None  # deliver_sm params, built when the row is first at the head
+    queued_at: float = 0.0  # when it joined ``ready``: how long the head has waited is the sender's lag
     @classmethod
     def of(cls, row: Any) -> OutRow:
         get = row.get if isinstance(row, dict) else lambda k: getattr(row, k)
@@ -96,7 +101,6 @@ class SmppDeliverer:
         self.in_flight: dict[str, InFlight] = {}
         self.running = False
         self.sent_listeners: list[Callable[[int], None]] = []
-        self.drained_listeners: list[Callable[[], None]] = []  # after sends freed backlog
         self.stats = {"sent_rows": 0, "sent_parts": 0, "errors": 0}
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -154,10 +158,13 @@ class SmppDeliverer:
 
     def take(self, rows: Iterable[Any]) -> None:
         """Committed rows; those leased to us are queued in memory and sent as room allows."""
+        now = self.gateway.now()
         for row in rows:
             owner = row.get("lease_owner") if isinstance(row, dict) else getattr(row, "lease_owner", None)
             if owner == self.owner:
-                self.ready.append(OutRow.of(row))
+                out = OutRow.of(row)
+                out.queued_at = now
+                self.ready.append(out)
             else:
                 self.table_may_have_due = True
         self.poke()
@@ -167,8 +174,6 @@ class SmppDeliverer:
     def _pump(self) -> None:
         self._pump_call = None
         self._send_ready()
-        for listener in self.drained_listeners:
-            listener()
         more = bool(self.ready)
         room = self._room()
         if room > 0 and not self.ready and self.table_may_have_due:
@@ -186,10 +191,19 @@ class SmppDeliverer:
     def _send_ready(self) -> None:
         self._release_unbound()
         while self.ready and self.bucket.tokens >= 1:
-            receiver = self.registry.next_receiver(self.ready[0].account)
-            if receiver is None:  # every window of that account is full: responses will poke us
-                break
-            self._send_row(self.ready.popleft(), receiver)
+            row = self.ready[0]
+            if row.parts is None:
+                try:
+                    row.parts = self.build_parts(row, next(self._refs) % 256)
+                except ValueError as exc:
+                    self.ready.popleft()
+                    self._failed.append((row.message_id, f"cannot encode: {exc}", True))
+                    self._schedule_record()
+                    continue
+            # every part needs a window slot now: a part sent nowhere would fail (and resend) the whole row
+            if self.registry.capacity(row.account) < len(row.parts):
+                break  # responses will poke us
+            self._send_row(self.ready.popleft())
 
     def _release_unbound(self) -> None:
         """Rows whose account has no receiver left go back to the table for whoever binds next."""
@@ -212,21 +226,22 @@ class SmppDeliverer:
         with gw.db() as session, session.begin():
             rows = gw.outbox.claim(session, channel="smpp", limit=room, owner=self.owner,
                                    lease_s=CLAIM_LEASE_S, accounts=accounts)
-            self.ready.extend(OutRow.of(row) for row in rows)
+            now = gw.now()
+            for row in rows:
+                out = OutRow.of(row)
+                out.queued_at = now
+                self.ready.append(out)
         return len(rows)
 
-    def _send_row(self, row: OutRow, receiver: Any) -> None:
-        try:
-            parts = self.build_parts(row, next(self._refs) % 256)
-        except ValueError as exc:
-            self._failed.append((row.message_id, f"cannot encode: {exc}", True))
-            self._schedule_record()
-            return
+    def _send_row(self, row: OutRow) -> None:
+        parts, row.parts = row.parts or [], None  # a retry builds them again (a new concatenation ref)
         self.bucket.try_take(1)
         flight = InFlight(row, len(parts))
         self.in_flight[row.message_id] = flight
+        receiver = self.registry.next_receiver(row.account)
         for params in parts:
-            target = receiver if receiver.send_capacity() > 0 else self.registry.next_receiver(row.account)
+            target = receiver if receiver is not None and receiver.send_capacity() > 0 \
+                else self.registry.next_receiver(row.account)
             if target is None:
                 self._part_result(flight, "no bind with window room")
                 continue
@@ -267,12 +282,11 @@ class SmppDeliverer:
         now = gw.now()
         with gw.db() as session, session.begin():
             # The ESME is the last hop in server mode: its deliver_sm_resp means delivered.
-            gw.outbox.mark_sent(session, [row.message_id for row in done], delivered=True)
-            logs = [{"direction": "MT", "channel": "sms", "account": row.account, "source": row.source,
-                     "dest": row.dest, "text": row.text[:2000], "message_id": row.message_id, "at": now,
-                     "action": row.kind} for row in done if row.kind != "receipt"]
-            if logs:
-                session.execute(insert(MessageLog.__table__), logs)
+            fastsql.executemany(session, MARK_DELIVERED, [(now, now, row.message_id) for row in done])
+            fastsql.insert_rows(session, MessageLog.__tablename__, [
+                {"direction": "MT", "channel": "sms", "account": row.account, "source": row.source,
+                 "dest": row.dest, "text": row.text[:2000], "message_id": row.message_id, "at": now,
+                 "action": row.kind} for row in done if row.kind != "receipt"])
             for message_id, error, permanent in failed:
                 state = gw.outbox.retry(session, message_id, error, permanent=permanent)
                 log.warn("outbox message {mid} not delivered ({error}); now {state}", mid=message_id,

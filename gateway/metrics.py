@@ -8,6 +8,7 @@ the database (outbox depth, oldest queued age) are refreshed on each scrape by
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -16,7 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from notifier.models import OUTBOX_STATES
 from notifier.outbox import Outbox
 
-__all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics", "refresh_from_db"]
+__all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics", "child_cache", "refresh_from_db"]
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -58,6 +59,23 @@ class GatewayMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def child_cache(metric: Any) -> Callable[..., Any]:
+    """``child(*label_values)``: the labelled child of ``metric``, looked up once per label set.
+
+    ``metric.labels(...)`` validates and locks on every call; the hot path (a counter per PDU)
+    keeps the children it has seen in a plain dict instead.
+    """
+    children: dict[tuple, Any] = {}
+
+    def child(*values: Any) -> Any:
+        found = children.get(values)
+        if found is None:
+            found = children[values] = metric.labels(*values)
+        return found
+
+    return child
 
 
 def refresh_from_db(metrics: GatewayMetrics, gateway: Any) -> None:

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
-from sqlalchemy import insert
 from twisted.logger import Logger
 
-from notifier.models import MessageLog
+from notifier.models import MessageLog, OutboxMessage
+from offers import fastsql
 from offers.router import Inbound, Reply
 
 log = Logger(namespace="gateway.pipeline")
@@ -45,37 +45,28 @@ class MOPipeline:
     def __init__(self, gateway: Any):
         self.gateway = gateway
         self.pending: list[Accepted] = []
+        self.pending_since = 0.0  # when the oldest of ``pending`` was accepted
         self._scheduled = None
         self.committed_listeners: list[Callable[[list[dict[str, Any]]], None]] = []
         # (account, channel) -> lease owner to write into new rows a sender will take at once, or None
         self.lease_owner: Callable[[str | None, str], str | None] | None = None
         self.route_observer: Callable[[str, float], None] | None = None  # (channel, seconds) per MO
-        # Backpressure: while ``hold()`` is true nothing is routed and no MO is acknowledged, so the
-        # ESMEs' own windows stop their submits until the replies already queued have gone out.
-        self.hold: Callable[[], bool] | None = None
-        self.held = False
         self.routed_listeners: list[Callable[[Accepted, Reply], None]] = []
         self.stats = {"mo": 0, "replies": 0, "errors": 0, "batches": 0}
 
     def accept(self, item: Accepted) -> None:
+        if not self.pending:
+            self.pending_since = self.gateway.now()
         self.pending.append(item)
         if len(self.pending) >= MAX_BATCH:
             self.flush()
         elif self._scheduled is None:
             self._scheduled = self.gateway.reactor.callLater(0, self.flush)
 
-    def kick(self, *_: Any) -> None:
-        """Resume after backpressure: route what waited, if the reason to hold has gone."""
-        if self.held and not (self.hold and self.hold()):
-            self.flush()
-
     def flush(self) -> None:
         if self._scheduled is not None and self._scheduled.active():
             self._scheduled.cancel()
         self._scheduled = None
-        self.held = bool(self.pending) and self.hold is not None and self.hold()
-        if self.held:
-            return
         batch, self.pending = self.pending, []
         if not batch:
             return
@@ -127,9 +118,9 @@ class MOPipeline:
                 rows.extend(self._outbound(item, reply))
                 self.stats["mo"] += 1
                 results.append((item, reply, None))
-            if logs:
-                session.execute(insert(MessageLog.__table__), logs)
-            gw.outbox.insert_many(session, rows)
+            # plain executemany on the session's connection: the expression layer costs more than SQLite
+            fastsql.insert_rows(session, MessageLog.__tablename__, logs)
+            fastsql.insert_rows(session, OutboxMessage.__tablename__, rows, json_columns=("extra",))
         return results, rows
 
     def _outbound(self, item: Accepted, reply: Reply) -> list[dict[str, Any]]:

@@ -18,6 +18,8 @@ from twisted.application import service
 from twisted.internet import protocol, threads
 from twisted.logger import Logger
 
+from gateway import profiling
+from gateway.admission import ReplyAdmission
 from gateway.binds import BindRegistry
 from gateway.delivery import SmppDeliverer
 from gateway.mo_parts import HeldPart, PartStore, sar_of
@@ -49,8 +51,7 @@ log = Logger(namespace="gateway.smpp")
 
 BIND_KIND = {"bind_transmitter": "tx", "bind_receiver": "rx", "bind_transceiver": "trx"}
 SERVICE_NUMBERS = frozenset({"10086", "1008611", "10000"})
-MAX_QUEUED_MO = 5000
-REPLY_BACKLOG_HIGH = 100  # replies waiting for window room above which MO acks are held  # accepted but not yet committed: beyond this, ESME_RMSGQFUL
+MAX_QUEUED_MO = 5000  # accepted but not yet committed: beyond this, ESME_RMSGQFUL
 FAILED_BIND_BASE_DELAY = 0.2
 FAILED_BIND_MAX_DELAY = 5.0
 FAILURE_MEMORY_S = 600.0  # failed binds older than this are forgotten
@@ -318,11 +319,13 @@ class SMPPServerProtocol(protocol.Protocol):
     def _account(self):
         return self.gateway.account(self.system_id) if self.system_id else None
 
-    def _admission_status(self, account, source: str) -> int:
+    def _admission_status(self, account, source: str, dests: tuple[str, ...]) -> int:
         if not self.server.guard.bucket(account.system_id, account.rate).try_take():
             return S.ESME_RTHROTTLED
         if len(self.server.pipeline.pending) >= MAX_QUEUED_MO:
             return S.ESME_RMSGQFUL
+        if any(self.server.is_service_number(d) for d in dests) and not self.server.admission.admit():
+            return S.ESME_RMSGQFUL  # the replies already waiting are older than smpp.max_reply_delay_ms
         if account.source_ranges and not any(re.fullmatch(p, source) for p in account.source_ranges):
             return S.ESME_RINVSRCADR
         return 0
@@ -333,10 +336,10 @@ class SMPPServerProtocol(protocol.Protocol):
     def _req_data_sm(self, pdu) -> None:
         self._submit(pdu, pdu.params.get("destination_addr", ""))
 
-    def _admit(self, pdu, source: str) -> bool:
+    def _admit(self, pdu, source: str, dests: tuple[str, ...]) -> bool:
         """Rate, queue and source-range checks of a submit; a refusal is answered (and counted) here."""
         account = self._account()
-        status = self._admission_status(account, source) if account else S.ESME_RINVBNDSTS
+        status = self._admission_status(account, source, dests) if account else S.ESME_RINVBNDSTS
         if status:
             self.server.count_error(status)
             self._respond(pdu, status)
@@ -344,7 +347,7 @@ class SMPPServerProtocol(protocol.Protocol):
 
     def _submit(self, pdu, dest: str) -> None:
         source = pdu.params.get("source_addr", "")
-        if not self._admit(pdu, source):
+        if not self._admit(pdu, source, (dest,)):
             return
         ussd = self.server.ussd
         if ussd is not None and is_ussd(pdu):
@@ -366,7 +369,8 @@ class SMPPServerProtocol(protocol.Protocol):
 
     def _req_submit_multi(self, pdu) -> None:
         source = pdu.params.get("source_addr", "")
-        if not self._admit(pdu, source):
+        dests = [d.get("destination_addr") or d.get("dl_name", "") for d in pdu.params.get("dest_address", [])]
+        if not self._admit(pdu, source, tuple(dests)):
             return
         try:
             text = decode_message(pdu.params.get("data_coding", 0), pdu.message)
@@ -374,7 +378,6 @@ class SMPPServerProtocol(protocol.Protocol):
             self._respond(pdu, exc.command_status)
             return
         message_id = new_message_id()
-        dests = [d.get("destination_addr") or d.get("dl_name", "") for d in pdu.params.get("dest_address", [])]
         self.server.accept_multi(self, pdu, source, dests, text, message_id,
                                  pdu.params.get("registered_delivery", 0) & 0x03)
 
@@ -431,8 +434,11 @@ class SMPPServerService(service.Service):
         self.parts = PartStore(f"smpp:{gateway.instance}")
         self.deliverer = SmppDeliverer(gateway, self.registry, f"smpp:{gateway.instance}")
         self.pipeline.committed_listeners.append(self.deliverer.take)
-        self.pipeline.hold = lambda: len(self.deliverer.ready) > REPLY_BACKLOG_HIGH
-        self.deliverer.drained_listeners.append(self.pipeline.kick)
+        self.admission = ReplyAdmission(
+            gateway.now, lambda: gateway.settings["smpp.max_reply_delay_ms"] / 1000.0,
+            backlog=lambda: len(self.pipeline.pending) + len(self.deliverer.ready) + len(self.deliverer.in_flight),
+            oldest_wait_s=self._oldest_wait,
+            completed=lambda: self.deliverer.stats["sent_rows"] + self.deliverer.stats["errors"])
         self.pipeline.lease_owner = lambda account, channel: (
             self.deliverer.lease_owner_for(account) if channel == "smpp" else None)
         self.ussd = None  # a USSD handler plugs in here (gateway.ussd)
@@ -449,6 +455,7 @@ class SMPPServerService(service.Service):
 
         self._restore_parts()
         self.listening = reactor.listenTCP(self.port, SMPPServerFactory(self), interface=self.host)
+        profiling.install_from_env(reactor)
         self._reclaim_leases()
         self.deliverer.start()
         self._schedule_expiry()
@@ -457,7 +464,6 @@ class SMPPServerService(service.Service):
         super().stopService()
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
-        self.pipeline.hold = None
         self.pipeline.flush()
         for conn in list(self.connections):
             if conn.session is not None and conn.bind_kind is not None:
@@ -506,6 +512,15 @@ class SMPPServerService(service.Service):
     def count_error(self, status: int) -> None:
         if self.error_counter is not None:
             self.error_counter(status)
+
+    def _oldest_wait(self) -> float:
+        """Seconds the oldest accepted command has waited to be routed, or its reply to be sent."""
+        now, oldest = self.gateway.now(), 0.0
+        if self.pipeline.pending:
+            oldest = now - self.pipeline.pending_since
+        if self.deliverer.ready:
+            oldest = max(oldest, now - self.deliverer.ready[0].queued_at)
+        return oldest
 
     def on_bind_change(self) -> None:
         self.deliverer.wake_table()

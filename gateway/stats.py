@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import GatewayMetrics, child_cache
 
 
 class StatsProvider:
@@ -62,12 +62,17 @@ def instrument(gateway: Any, smpp: Any) -> GatewayMetrics:
     """Create the gateway's metrics and hook the SMPP server's counters into them."""
     metrics = GatewayMetrics()
     gateway.metrics = metrics
-    smpp.pdu_counter = lambda command, direction, status: metrics.pdus.labels(
-        command=command, status=f"0x{status:02X}", direction=direction).inc()
-    smpp.error_counter = lambda status: metrics.errors.labels(component="smpp").inc()
-    smpp.pipeline.routed_listeners.append(lambda item, reply: metrics.sms_in.labels(channel=item.inbound.channel)
-                                          .inc())
-    smpp.pipeline.route_observer = lambda channel, seconds: metrics.router_latency.labels(channel=channel) \
-        .observe(seconds)
+    pdus, errors = child_cache(metrics.pdus), metrics.errors.labels(component="smpp")
+    status_text = {0: "0x00"}
+    sms_in, latency = child_cache(metrics.sms_in), child_cache(metrics.router_latency)
+
+    def count_pdu(command: str, direction: str, status: int) -> None:
+        text = status_text.get(status) or status_text.setdefault(status, f"0x{status:02X}")
+        pdus(command, text, direction).inc()
+
+    smpp.pdu_counter = count_pdu
+    smpp.error_counter = lambda status: errors.inc()
+    smpp.pipeline.routed_listeners.append(lambda item, reply: sms_in(item.inbound.channel).inc())
+    smpp.pipeline.route_observer = lambda channel, seconds: latency(channel).observe(seconds)
     smpp.deliverer.sent_listeners.append(lambda n: metrics.sms_out.labels(channel="smpp").inc(n))
     return metrics

@@ -144,7 +144,8 @@ def pickup(facts: Mapping[str, Any] | None, hour: int, rng: random.Random,
 
 def offer_fit(facts: Mapping[str, Any], offer: CatalogOffer, params: SegmentParams) -> tuple[float, list[str]]:
     """How well ``offer`` fits: the shelf's ``fit x value`` (its score without the priority)."""
-    total, reasons = score(offer, facts, params)
+    reasons: list[str] = []
+    total = score(offer, facts, params, reasons)
     return (total / offer.priority if offer.priority else 0.0), reasons
 
 

@@ -20,28 +20,32 @@ def _sql(statement: str, paramstyle: str) -> str:
     return statement.replace("?", "%s") if paramstyle in ("format", "pyformat") else statement
 
 
+_CURSOR = "fastsql.cursor"  # session.info key: (transaction, DBAPI cursor, paramstyle)
+
+
 def _cursor(session: Session):
+    """A DBAPI cursor on the session's connection, kept for the rest of its transaction: asking the
+    session for its connection costs more than most of these statements."""
+    transaction = session.get_transaction()
+    cached = session.info.get(_CURSOR)
+    if cached is not None and transaction is not None and cached[0] is transaction:
+        return cached[1], cached[2]
     conn = session.connection()
-    raw = conn.connection.dbapi_connection
-    return raw.cursor(), conn.dialect.paramstyle
+    found = conn.connection.dbapi_connection.cursor(), conn.dialect.paramstyle
+    session.info[_CURSOR] = (session.get_transaction(), *found)
+    return found
 
 
 def rows(session: Session, statement: str, params: tuple) -> tuple[list[str], list[tuple]]:
     cur, style = _cursor(session)
-    try:
-        cur.execute(_sql(statement, style), params)
-        names = [d[0] for d in cur.description] if cur.description else []
-        return names, cur.fetchall()
-    finally:
-        cur.close()
+    cur.execute(_sql(statement, style), params)
+    names = [d[0] for d in cur.description] if cur.description else []
+    return names, cur.fetchall()
 
 
 def execute(session: Session, statement: str, params: tuple) -> None:
     cur, style = _cursor(session)
-    try:
-        cur.execute(_sql(statement, style), params)
-    finally:
-        cur.close()
+    cur.execute(_sql(statement, style), params)
 
 
 def subscriber_inputs(session: Session, msisdn: str, since: float) -> tuple[dict[str, Any] | None, set[str],
@@ -71,9 +75,28 @@ def remember_shelf(session: Session, msisdn: str, codes: list[str], now: float) 
 
 
 def executemany(session: Session, statement: str, params: list[tuple]) -> None:
-    """One statement for many rows (bulk inserts in the caller's transaction)."""
+    if not params:
+        return
     cur, style = _cursor(session)
-    try:
-        cur.executemany(_sql(statement, style), params)
-    finally:
-        cur.close()
+    cur.executemany(_sql(statement, style), params)
+
+
+@lru_cache(maxsize=16)
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+def insert_rows(session: Session, table: str, rows: list[dict[str, Any]], json_columns: tuple[str, ...] = ()) -> None:
+    """Insert many rows given as dicts with the same keys (JSON columns serialised here), one executemany."""
+    if not rows:
+        return
+    columns = tuple(rows[0])
+    json_at = [i for i, c in enumerate(columns) if c in json_columns]
+    values = []
+    for row in rows:
+        tup = [row[c] for c in columns]
+        for i in json_at:
+            if tup[i] is not None:
+                tup[i] = json.dumps(tup[i])
+        values.append(tup)
+    executemany(session, _insert_sql(table, columns), values)

@@ -177,4 +177,7 @@ def generate(target: Session | Engine | Connection, size: int, seed: int,
     finally:
         if own:
             conn.close()
+    from offers.router import subscribers_rewritten
+
+    subscribers_rewritten()  # cached shelves of this process may describe the numbers just replaced
     return size

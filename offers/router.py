@@ -12,17 +12,29 @@ digit after a shelf) -> second confirmation, ``confirm`` (Y), ``list`` (0000),
 退订), ``opt_in`` (KTYX), ``refuse`` (BX<code>), ``help``. A lone digit answers the
 newest open prompt: the last shelf (within ``router.shelf_prompt_window_s``) or a
 prompt another domain registered (a survey), whichever was sent last.
+
+The "200" reply of each subscriber is cached (:class:`offers.shelf_cache.ShelfCache`,
+``Router.shelf_cache``), so a steady-state "200" reads nothing from the database.
+Whatever changes a subscriber's shelf calls :func:`mark_changed` with the session that
+writes it (the router does for confirm, cancel, opt-out/opt-in and refusals): the entry is
+dropped at once, and again after that session commits, when every Router of the process
+calls ``invalidate(msisdn)`` and then each of its ``subscriber_changed_listeners`` with the
+msisdn. That list is the one hook a multi-process server needs: broadcast the msisdn and
+call ``router.invalidate(msisdn)`` in the other processes (``invalidate_all()`` for a
+rewrite of many subscribers: :func:`subscribers_rewritten`). A new catalog (fixture
+reload) empties the cache by itself.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
@@ -31,7 +43,8 @@ from offers.catalog import CatalogOffer, OffersCatalog, normalize
 from offers.learning import EMPTY, LearnedSnapshot, assign, segment_key
 from offers.models import PendingOrder, Refusal, ShelfView, Subscriber, Subscription
 from offers.settings import KNOBS
-from offers.shelf import build_shelf, default_fits, fit_reply, load_inputs, reply_vars
+from offers.shelf import DAY, build_shelf, default_fits, fit_reply, load_inputs, reply_vars
+from offers.shelf_cache import ShelfCache
 from offers.templates import TemplateRenderError
 
 log = logging.getLogger(__name__)
@@ -39,6 +52,8 @@ log = logging.getLogger(__name__)
 SERVICE_NUMBER = "10086"
 MAX_TEXT = 1600
 _DIGIT = re.compile(r"^[0-9]$")
+_CHANGED = "offers.changed_msisdns"  # session.info key: subscribers whose shelf this transaction changed
+_ROUTERS: weakref.WeakSet[Router] = weakref.WeakSet()
 
 BASE_VARS = ("msisdn", "name", "brand_name")
 REPLY_VARS: dict[str, tuple[str, ...]] = {
@@ -101,7 +116,36 @@ class Router:
         self._settings = settings
         self._fits = fits
         self._prompts: list[_Prompt] = []
-        self.learned: LearnedSnapshot = EMPTY  # swapped whole by the periodic refresh (offers/learning.py)
+        self.shelf_cache = ShelfCache()
+        self._learned: LearnedSnapshot = EMPTY
+        # called with an msisdn after a commit changed that subscriber's shelf (see the module docstring)
+        self.subscriber_changed_listeners: list[Callable[[str], None]] = []
+        _ROUTERS.add(self)
+
+    @property
+    def learned(self) -> LearnedSnapshot:
+        """The learned term's snapshot, swapped whole by the periodic refresh (offers/learning.py)."""
+        return self._learned
+
+    @learned.setter
+    def learned(self, snapshot: LearnedSnapshot) -> None:
+        # a new snapshot draws afresh, so every cached shelf may rank differently now
+        self._learned = snapshot
+        self.shelf_cache.invalidate_all()
+
+    def invalidate(self, msisdn: str) -> None:
+        """Forget the cached shelf of one subscriber (this process only)."""
+        self.shelf_cache.invalidate(msisdn)
+
+    def invalidate_all(self) -> None:
+        """Forget every cached shelf (this process only)."""
+        self.shelf_cache.invalidate_all()
+
+    def _committed(self, msisdns: set[str]) -> None:
+        for msisdn in msisdns:
+            self.invalidate(msisdn)
+            for listener in list(self.subscriber_changed_listeners):
+                listener(msisdn)
 
     def _knob(self, key: str) -> Any:
         return self._settings.get(key, KNOBS[key].default)
@@ -126,9 +170,16 @@ class Router:
             answered = self._digit(ctx, digit)
             if answered is not None:
                 return answered
+        match = catalog.keywords.match(text)
+        if match is not None and match[0] == "shelf":
+            cached = self.shelf_cache.get(msisdn=msg.sender, catalog=catalog, now=now)
+            if cached is not None:  # the steady-state "200": no read; the shelf view and its exposures
+                _remember_shelf(session, msg.sender, list(cached.codes), now)
+                items, segment, arm = cached.exposure
+                exposures.record_shelf(session, msg.sender, msg.channel, items, now, segment, arm)
+                return Reply(cached.text, "shelf", SERVICE_NUMBER, {"offers": list(cached.codes)})
         if ctx.facts() is None:
             return ctx.reply("not_subscriber", "not_subscriber")
-        match = catalog.keywords.match(text)
         if match is None:
             return ctx.reply("help", "help")
         action, arg = match
@@ -191,9 +242,10 @@ def _offer_vars(offer: CatalogOffer) -> dict[str, Any]:
 
 def _shelf(ctx: _Ctx, _arg: str) -> Reply:
     r = ctx.router
+    days = r._knob("shelf.refusal_days")
     arm, term = assign(r.learned, ctx.facts(), ctx.msg.sender)
     shelf = build_shelf(ctx.facts(), ctx.catalog, ctx.active, ctx.refused, ctx.now, r._knob("shelf.top_k"),
-                        refusal_days=r._knob("shelf.refusal_days"), learned=term)
+                        refusal_days=days, explain=False, learned=term)
     base = ctx.base()
     try:
         text, items = fit_reply(ctx.catalog, shelf, base, r._fits, r._knob("router.max_sms_parts"))
@@ -202,8 +254,11 @@ def _shelf(ctx: _Ctx, _arg: str) -> Reply:
         return ctx.reply("help", "help")
     codes = [i.code for i in items]
     _remember_shelf(ctx.session, ctx.msg.sender, codes, ctx.now)
-    exposures.record_shelf(ctx.session, ctx.msg.sender, ctx.msg.channel, items, ctx.now,
-                           segment_key(ctx.facts()), arm)
+    segment = segment_key(ctx.facts())
+    exposures.record_shelf(ctx.session, ctx.msg.sender, ctx.msg.channel, items, ctx.now, segment, arm)
+    refused_until = min((at + days * DAY for at in ctx.refused.values()), default=None)
+    r.shelf_cache.put(ctx.msg.sender, ctx.catalog, ctx.now, tuple(codes), text, refused_until,
+                      exposure=(tuple(items), segment, arm))
     return Reply(text, "shelf", SERVICE_NUMBER, {"offers": codes})
 
 
@@ -259,6 +314,7 @@ def _order(ctx: _Ctx, arg: str) -> Reply:
     pending.offer_code, pending.channel = offer.code, ctx.msg.channel
     pending.created_at, pending.expires_at, pending.confirmed_at = ctx.now, ctx.now + window, None
     exposures.record_outcome(ctx.session, ctx.msg.sender, offer.code, "ordered", ctx.now, channel=ctx.msg.channel)
+    mark_changed(ctx.session, ctx.msg.sender)
     return ctx.reply("confirm_prompt", "confirm_prompt", {"offer": offer.code}, offer=_offer_vars(offer),
                      window_min=int(window // 60))
 
@@ -283,6 +339,7 @@ def _confirm(ctx: _Ctx, _arg: str) -> Reply:
     # the partial unique index keeps one active row even if two processes race on the same Y
     ctx.session.add(Subscription(msisdn=ctx.msg.sender, offer_code=offer.code, started_at=ctx.now,
                                  channel=pending.channel))
+    mark_changed(ctx.session, ctx.msg.sender)
     pending.confirmed_at = ctx.now
     exposures.record_outcome(ctx.session, ctx.msg.sender, offer.code, "confirmed", ctx.now, channel=ctx.msg.channel)
     return ctx.reply("order_done", "subscribed", {"offer": offer.code}, offer=_offer_vars(offer))
@@ -310,6 +367,7 @@ def _cancel(ctx: _Ctx, arg: str) -> Reply:
         Subscription.cancelled_at.is_(None)).values(cancelled_at=ctx.now)).rowcount
     if not done:
         return ctx.reply("cancel_unknown", "cancel_unknown", {"offer": code}, code=code)
+    mark_changed(ctx.session, ctx.msg.sender)
     ctx.active.discard(code)
     exposures.record_outcome(ctx.session, ctx.msg.sender, code, "cancelled", ctx.now, channel=ctx.msg.channel)
     variables = _offer_vars(offer) if offer else {"code": code, "name": code, "price": 0.0}
@@ -342,6 +400,7 @@ def _opt(ctx: _Ctx, opted_out: bool) -> Reply:
     ctx.session.execute(update(Subscriber).where(Subscriber.msisdn == ctx.msg.sender).values(**values))
     if opted_out:
         exposures.record_outcome(ctx.session, ctx.msg.sender, None, "opt_out", ctx.now, channel=ctx.msg.channel)
+    mark_changed(ctx.session, ctx.msg.sender)
     key = "opt_out_done" if opted_out else "opt_in_done"
     return ctx.reply(key, "opt_out" if opted_out else "opt_in", {"opted_out": opted_out})
 
@@ -360,6 +419,37 @@ def record_refusal(session: Session, msisdn: str, code: str, now: float, source:
     """Note that a subscriber declined an offer (a reply, a campaign answer): it leaves their shelf
     for ``shelf.refusal_days`` days."""
     session.add(Refusal(msisdn=msisdn, offer_code=code, at=now, source=source))
+    mark_changed(session, msisdn)
+
+
+def mark_changed(session: Session, msisdn: str) -> None:
+    """This session writes something that changes the subscriber's shelf: drop the cached shelf now
+    (later messages of the same unit of work see the change) and once more after the commit."""
+    session.info.setdefault(_CHANGED, set()).add(msisdn)
+    for router in list(_ROUTERS):
+        router.invalidate(msisdn)
+
+
+def subscribers_rewritten() -> None:
+    """Many subscribers were written (a population run, a bulk import): empty every shelf cache."""
+    for router in list(_ROUTERS):
+        router.invalidate_all()
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    changed = session.info.pop(_CHANGED, None)
+    if changed:
+        for router in list(_ROUTERS):
+            router._committed(changed)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _after_rollback(session: Session, _previous: Any) -> None:
+    # a shelf cached from the rolled-back state must not outlive it
+    for msisdn in session.info.pop(_CHANGED, ()):
+        for router in list(_ROUTERS):
+            router.invalidate(msisdn)
 
 
 _ACTIONS: dict[str, Callable[[_Ctx, str], Reply]] = {

@@ -27,6 +27,8 @@ KNOBS: dict[str, Knob] = {
     "smpp.inactivity": Knob(float, 300.0, "seconds without any PDU before the session is closed", 0.01, 86400),
     "smpp.response": Knob(float, 30.0, "seconds to wait for a response PDU", 0.01, 3600),
     "smpp.window": Knob(int, 10, "outstanding requests per session (outbound window)", 1, 1000),
+    "smpp.max_reply_delay_ms": Knob(float, 100.0, "while accepted replies have waited this long, a submit_sm to a "
+                                    "service number is refused at once (ESME_RMSGQFUL)", 1, 600000),
     "smpp.max_pdu": Knob(int, 65536, "largest accepted command_length in bytes", 64, 1048576),
     "smpp.reassembly_timeout": Knob(float, 60.0, "seconds to wait for the missing parts of a long MO", 1, 3600),
     "smpp.retry_max": Knob(int, 5, "delivery attempts of an MT before it fails", 1, 100),
@@ -60,7 +62,7 @@ KNOBS: dict[str, Knob] = {
     "survey.min_call_s": Knob(float, 0.0, "minimum agent-call seconds for a survey", 0, 86400),
     "survey.mode": Knob(str, "sms", "survey by 'sms' or by staying on the 'ivr'", choices=("sms", "ivr")),
     "survey.expiry_s": Knob(float, 86400.0, "seconds a survey waits for its score", 1, 30 * 86400),
-    "outbox.rate": Knob(float, 2000.0, "MT messages per second the sender drains at most", 0.1, 100000),
+    "outbox.rate": Knob(float, 10000.0, "MT messages per second the sender drains at most", 0.1, 100000),
     "campaign.quiet_start": Knob(str, "21:00", "start of quiet hours (local time HH:MM)"),
     "campaign.quiet_end": Knob(str, "08:00", "end of quiet hours (local time HH:MM)"),
     "outbound.callee_host": Knob(str, "127.0.0.1", "IP address of the callees' SIP endpoint (simulate callees, sipp)"),

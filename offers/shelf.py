@@ -38,6 +38,7 @@ from offers.settings import KNOBS
 
 DAY = 86400.0
 SHELF_CHANNEL = "sms"
+EXCLUDED = "excluded"  # the reason when none was asked for
 
 
 @dataclass(frozen=True)
@@ -75,78 +76,93 @@ class Shelf:
 
 
 def _exclusion(offer: CatalogOffer, facts: Mapping[str, Any], active: Mapping[str, str | None],
-               refusals: Mapping[str, float], now: float, refusal_days: float, channel: str) -> str | None:
+               groups: set[str], refusals: Mapping[str, float], now: float, refusal_days: float, channel: str,
+               explain: bool) -> str | None:
+    """Why the offer is off the shelf (None: it is on). Without ``explain`` the reason is only
+    :data:`EXCLUDED`: the SMS path needs the verdict, not the words."""
     if not offer.in_date(now):
-        return "out of date (" + ("not started" if offer.start_at and now < offer.start_at else "ended") + ")"
+        return ("out of date (" + ("not started" if offer.start_at and now < offer.start_at else "ended") + ")"
+                if explain else EXCLUDED)
     if channel not in offer.channels:
-        return f"not sold on channel {channel} (channels: {', '.join(sorted(offer.channels))})"
+        return f"not sold on channel {channel} (channels: {', '.join(sorted(offer.channels))})" if explain \
+            else EXCLUDED
     if offer.code in active:
         return "already subscribed"
-    if offer.exclusive_group:
-        for code, group in active.items():
-            if group == offer.exclusive_group:
-                return f"excluded by active subscription {code} (group {offer.exclusive_group})"
+    if offer.exclusive_group and offer.exclusive_group in groups:
+        if not explain:
+            return EXCLUDED
+        code = next(c for c, g in active.items() if g == offer.exclusive_group)
+        return f"excluded by active subscription {code} (group {offer.exclusive_group})"
     refused = refusals.get(offer.code)
     if refused is not None and now - refused < refusal_days * DAY:
-        return f"refused {(now - refused) / DAY:.0f} days ago (kept off for {refusal_days:g} days)"
+        return f"refused {(now - refused) / DAY:.0f} days ago (kept off for {refusal_days:g} days)" if explain \
+            else EXCLUDED
     if not offer.eligibility.matches(facts):
-        return f"not eligible: {offer.eligibility.text} is false"
+        return f"not eligible: {offer.eligibility.text} is false" if explain else EXCLUDED
     return None
 
 
-def score(offer: CatalogOffer, facts: Mapping[str, Any], params: segments.SegmentParams) -> tuple[float, list[str]]:
-    """``priority x fit x value`` with its reasons (see the module docstring)."""
-    reasons = []
+def score(offer: CatalogOffer, facts: Mapping[str, Any], params: segments.SegmentParams,
+          reasons: list[str] | None = None) -> float:
+    """``priority x fit x value`` (see the module docstring); its reasons go to ``reasons`` when given."""
     fit = 1.0
     for fact, table in offer.fit.items():
         x = table.get(str(facts.get(fact)))
         if x is not None:
             fit *= x
-            reasons.append(f"fit {fact}={facts.get(fact)} x{x:g}")
+            if reasons is not None:
+                reasons.append(f"fit {fact}={facts.get(fact)} x{x:g}")
     if offer.trigger is not None:
-        if offer.trigger.matches(facts):
+        met = offer.trigger.matches(facts)
+        if met:
             fit *= params.trigger_boost
-            reasons.append(f"trigger met: {offer.trigger.text} x{params.trigger_boost:g}")
-        else:
-            reasons.append(f"trigger not met: {offer.trigger.text}")
+        if reasons is not None:
+            reasons.append(f"trigger met: {offer.trigger.text} x{params.trigger_boost:g}" if met
+                           else f"trigger not met: {offer.trigger.text}")
     budget = params.budget_share * float(facts.get("arpu_avg", 0.0))
     value = 1.0 if offer.price <= 0 else 0.5 + 0.5 * min(1.0, budget / offer.price)
     total = round(offer.priority * fit * value, 3)
-    reasons.append(f"score {offer.priority:g} x {fit:.3g} x {value:.3g} = {total:g}")
-    return total, reasons
+    if reasons is not None:
+        reasons.append(f"score {offer.priority:g} x {fit:.3g} x {value:.3g} = {total:g}")
+    return total
 
 
 def build_shelf(facts: Mapping[str, Any], catalog: OffersCatalog, active_codes: Mapping[str, str | None] | set,
                 refusals: Mapping[str, float], now: float, top_k: int, *,
                 refusal_days: float = KNOBS["shelf.refusal_days"].default, channel: str = SHELF_CHANNEL,
-                learned: LearnedTerm | None = None) -> Shelf:
+                learned: LearnedTerm | None = None, explain: bool = True) -> Shelf:
     """Rank the catalog for one subscriber.
 
     ``active_codes``: codes of active subscriptions (a mapping code -> exclusive group, or a set of
     codes whose groups are looked up in the catalog); ``refusals``: code -> last refusal time;
     ``learned``: the learned term (offers/learning.py), applied to eligible offers only.
+    Without ``explain`` only the shown offers are computed (``decisions`` is empty): the SMS path.
     """
     active = _active_groups(active_codes, catalog)
-    ranked: list[tuple[float, CatalogOffer, list[str]]] = []
+    groups = {g for g in active.values() if g}
+    ranked: list[tuple[float, CatalogOffer, list[str] | None]] = []
     out: dict[str, OfferDecision] = {}
     for offer in catalog.offers:
-        why = _exclusion(offer, facts, active, refusals, now, refusal_days, channel)
+        why = _exclusion(offer, facts, active, groups, refusals, now, refusal_days, channel, explain)
         if why is not None:
-            out[offer.code] = OfferDecision(offer.code, offer.name, False, None, None, (why,))
+            if explain:
+                out[offer.code] = OfferDecision(offer.code, offer.name, False, None, None, (why,))
             continue
-        total, reasons = score(offer, facts, catalog.params)
+        reasons = [f"eligible: {offer.eligibility.text}"] if explain else None
+        total = score(offer, facts, catalog.params, reasons)
         if learned is not None:
             total, reasons = learned.apply(offer, total, reasons)
-        ranked.append((total, offer, [f"eligible: {offer.eligibility.text}", *reasons]))
+        ranked.append((total, offer, reasons))
     ranked.sort(key=lambda t: (-t[0], -t[1].priority, t[1].code))
-    items = []
+    items = tuple(ShelfItem(rank, offer.code, offer.name, offer.price, offer.order)
+                  for rank, (_, offer, _) in enumerate(ranked[:top_k], 1))
+    if not explain:
+        return Shelf(items, ())
     for rank, (total, offer, reasons) in enumerate(ranked, 1):
         shown = rank <= top_k
         reasons.append(f"rank {rank}" + (f" of top {top_k}" if shown else f", beyond top {top_k}"))
         out[offer.code] = OfferDecision(offer.code, offer.name, shown, rank, total, tuple(reasons))
-        if shown:
-            items.append(ShelfItem(rank, offer.code, offer.name, offer.price, offer.order))
-    return Shelf(tuple(items), tuple(out[o.code] for o in catalog.offers))
+    return Shelf(items, tuple(out[o.code] for o in catalog.offers))
 
 
 def _active_groups(active_codes: Mapping[str, str | None] | set, catalog: OffersCatalog) -> dict[str, str | None]:
@@ -186,7 +202,7 @@ def shelf_for(session: Session, catalog: OffersCatalog, msisdn: str, now: float,
         return None, None
     _, term = assign(learned, facts, msisdn, explain=explain)
     shelf = build_shelf(facts, catalog, active, refused, now, _knob(settings, "shelf.top_k"),
-                        refusal_days=days, channel=channel, learned=term)
+                        refusal_days=days, channel=channel, learned=term, explain=explain)
     return facts, shelf
 
 

@@ -20,7 +20,7 @@ from gateway.smpp.session import (
     Session,
     Timers,
 )
-from gateway.smpp.text import choose_encoding
+from gateway.smpp.text import ConcatInfo, TextError, choose_encoding, parse_udh
 
 
 @dataclass
@@ -28,6 +28,16 @@ class Collected:
     acked: dict[int, str] = field(default_factory=dict)  # submit sequence -> message_id
     errors: dict[int, int] = field(default_factory=dict)  # submit sequence -> status
     replies: list[dict] = field(default_factory=list)  # every deliver_sm (parts included)
+
+
+def _concat(pdu) -> ConcatInfo | None:
+    """Where a deliver_sm part sits in its message (UDH), None for a single part."""
+    if not pdu.params.get("esm_class", 0) & 0x40:
+        return None
+    try:
+        return parse_udh(pdu.params.get("short_message", b""))[0]
+    except TextError:
+        return None
 
 
 class RawESME:
@@ -72,12 +82,13 @@ class RawESME:
         for event in self.session.receive_data(data):
             if isinstance(event, RequestReceived) and event.pdu.command == "deliver_sm":
                 tlvs = event.pdu.tlvs
+                concat = _concat(event.pdu)
                 self.out.replies.append({
                     "from": event.pdu.params.get("source_addr"), "to": event.pdu.params.get("destination_addr"),
                     "esm_class": event.pdu.params.get("esm_class", 0),
                     "id": (tlvs.get(TAG_GATEWAY_MESSAGE_ID) or b"").decode(),
                     "mo": (tlvs.get(TAG_CORRELATION) or b"").decode(),
-                    "receipted": tlvs.get(0x001E)})
+                    "receipted": tlvs.get(0x001E), "total": concat.total if concat else 1})
                 self.session.respond(event.pdu, 0)
             elif isinstance(event, ResponseReceived) and event.request.command == "submit_sm":
                 if event.response.command_status == 0:
@@ -86,7 +97,10 @@ class RawESME:
                     self.out.errors[event.request.sequence_number] = event.response.command_status
             elif isinstance(event, (ResponseTimeout, ConnectionShouldClose)):
                 return False
-        self._flush()
+        try:
+            self._flush()
+        except OSError:  # the gateway went away (a crash test kills it) while we answered
+            return False
         return True
 
     def window_free(self) -> int:

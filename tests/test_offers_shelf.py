@@ -91,9 +91,9 @@ def test_ranking_priority_fit_trigger_value_and_top_k():
 
 def test_value_factor_for_free_and_affordable_offers():
     params = demo_catalog().params
-    assert score(offer("F", price=0), facts(arpu_avg=0.0), params)[0] == 50
-    assert score(offer("C", price=10), facts(arpu_avg=100.0), params)[0] == 50
-    assert score(offer("D", price=100), facts(arpu_avg=100.0), params)[0] == 50 * 0.75
+    assert score(offer("F", price=0), facts(arpu_avg=0.0), params) == 50
+    assert score(offer("C", price=10), facts(arpu_avg=100.0), params) == 50
+    assert score(offer("D", price=100), facts(arpu_avg=100.0), params) == 50 * 0.75
 
 
 def test_active_codes_as_a_set_looks_groups_up_in_the_catalog():
@@ -101,3 +101,14 @@ def test_active_codes_as_a_set_looks_groups_up_in_the_catalog():
     shelf = build_shelf(facts(), cat, {"A"}, {}, NOW, 5)
     assert shelf.codes() == ["C"]
     assert reasons(shelf)["B"] == ("excluded by active subscription A (group g)",)
+
+
+def test_the_sms_path_without_reasons_shows_the_same_offers():
+    cat = catalog(
+        offer("OLD", end=NOW - 1), offer("HALL", channels=("hall",)), offer("HAVE"), offer("SAME", group="g"),
+        offer("REF"), offer("NO", eligibility="arpu_avg > 1000"), offer("A", priority=90), offer("B", price=500),
+        offer("C", trigger="data_usage_ratio >= 0.9"), offer("D", fit={"usage_class": {"C": 2.0}}), offer("E"))
+    args = (facts(), cat, {"HAVE": "g"}, {"REF": NOW - DAY}, NOW, 4)
+    fast, full = build_shelf(*args, explain=False), build_shelf(*args)
+    assert fast.offers == full.offers and len(fast.offers) == 4
+    assert fast.decisions == () and len(full.decisions) == len(cat.offers)

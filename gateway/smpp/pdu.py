@@ -114,6 +114,11 @@ class _CString:
 
     def encode(self, params: Mapping[str, Any], out: bytearray) -> None:
         value = params[self.name]
+        if not value:  # most optional strings (service_type, dates, ...) are empty
+            if value is None:
+                raise EncodeError(f"{self.name}: None is not a C-Octet string")
+            out.append(0)
+            return
         raw = value.encode("latin-1") if isinstance(value, str) else bytes(value)
         if len(raw) >= self.max or b"\0" in raw:
             raise EncodeError(f"{self.name}: at most {self.max - 1} octets and no NUL, got {raw!r}")

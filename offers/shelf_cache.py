@@ -1,0 +1,84 @@
+"""The "200" reply of each subscriber, kept in memory so a steady-state "200" reads nothing from the database.
+
+An entry holds what the shelf of one subscriber came to (the offer codes shown
+and the reply text) for one catalog snapshot, and the time until which it
+stays true by itself: the next start or end of an offer in the catalog, or
+the end of one of the subscriber's refusal windows. Everything else that
+changes a shelf is an event, and the router (offers/router.py) invalidates on
+each: an order confirmed, a cancel, opt-out / opt-in, a refusal, any write a
+transport marks with :func:`offers.router.mark_changed`; a new catalog
+(fixture reload) empties the cache. The cache is a bounded LRU (entries are a
+few hundred bytes; identical reply texts are shared), sized for 100k+ active
+subscribers.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_SIZE = 250_000
+MAX_SHARED_TEXTS = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class CachedShelf:
+    catalog: Any  # the OffersCatalog snapshot the entry was computed from (compared by identity)
+    valid_until: float
+    codes: tuple[str, ...]
+    text: str
+    exposure: tuple[tuple[Any, ...], str, str]  # (shown items, segment, arm): recorded again on every hit
+
+
+class ShelfCache:
+    """msisdn -> :class:`CachedShelf`, least recently used dropped first."""
+
+    def __init__(self, size: int = DEFAULT_SIZE):
+        self.size = size
+        self._entries: OrderedDict[str, CachedShelf] = OrderedDict()
+        self._texts: dict[str, str] = {}
+        self._catalog: Any = None
+        self._boundaries: list[float] = []
+        self.stats = {"hits": 0, "misses": 0, "invalidations": 0}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, msisdn: str, catalog: Any, now: float) -> CachedShelf | None:
+        entry = self._entries.get(msisdn)
+        if entry is None or entry.catalog is not catalog or now >= entry.valid_until:
+            self.stats["misses"] += 1
+            return None
+        self._entries.move_to_end(msisdn)
+        self.stats["hits"] += 1
+        return entry
+
+    def put(self, msisdn: str, catalog: Any, now: float, codes: tuple[str, ...], text: str,
+            refused_until: float | None = None, exposure: tuple[tuple[Any, ...], str, str] = ((), "", "")) -> None:
+        """Remember a shelf computed at ``now``; ``refused_until``: the earliest end of a refusal window."""
+        if catalog is not self._catalog:
+            self.invalidate_all()
+            self._catalog = catalog
+            self._boundaries = sorted({t for o in catalog.offers for t in (o.start_at, o.end_at) if t is not None})
+        i = bisect_right(self._boundaries, now)
+        valid_until = self._boundaries[i] if i < len(self._boundaries) else float("inf")
+        if refused_until is not None:
+            valid_until = min(valid_until, refused_until)
+        if len(self._texts) >= MAX_SHARED_TEXTS:
+            self._texts.clear()
+        text = self._texts.setdefault(text, text)
+        self._entries[msisdn] = CachedShelf(catalog, valid_until, codes, text, exposure)
+        self._entries.move_to_end(msisdn)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def invalidate(self, msisdn: str) -> None:
+        if self._entries.pop(msisdn, None) is not None:
+            self.stats["invalidations"] += 1
+
+    def invalidate_all(self) -> None:
+        self.stats["invalidations"] += len(self._entries)
+        self._entries.clear()
+        self._texts.clear()

@@ -1,0 +1,181 @@
+"""The in-memory "200" cache: hits read nothing, and every event that changes a shelf invalidates it.
+
+Real SQLite, the real demo catalog, the clock passed in by hand (no sleeps).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+from sqlalchemy import text
+
+from offers.db import session_factory
+from offers.population import generate
+from offers.router import Inbound, Router, mark_changed, record_refusal, subscribers_rewritten
+from offers.settings import Settings
+from offers.shelf import DAY
+from offers.shelf_cache import ShelfCache
+from tests.test_offers_support import NOW, demo_catalog, load_demo, make_test_engine
+
+USER = "13800000001"
+
+
+@pytest.fixture
+def factory(tmp_path):
+    engine, drop = make_test_engine("sqlite", tmp_path)
+    load_demo(engine)
+    yield session_factory(engine)
+    drop()
+
+
+class Phone:
+    def __init__(self, factory, router, msisdn=USER):
+        self.factory, self.router, self.msisdn, self.now = factory, router, msisdn, NOW
+
+    def send(self, body: str, after: float = 1.0):
+        self.now += after
+        with self.factory() as session, session.begin():
+            return self.router.handle(session, Inbound("sms", self.msisdn, "10086", body), self.now)
+
+
+@pytest.fixture
+def setup(factory):
+    catalog = {"now": demo_catalog()}
+    router = Router(lambda: catalog["now"], Settings())
+    return Phone(factory, router), router, catalog
+
+
+def _forget_subscriber_behind_the_cache(factory, msisdn: str = USER) -> None:
+    """Delete the row without telling anybody: a 200 answered after this came from memory."""
+    with factory() as session, session.begin():
+        session.execute(text("DELETE FROM subscriptions WHERE msisdn = :m"), {"m": msisdn})
+        session.execute(text("DELETE FROM subscribers WHERE msisdn = :m"), {"m": msisdn})
+
+
+def test_steady_state_200_reads_nothing(setup, factory):
+    phone, router, _ = setup
+    first = phone.send("200")
+    _forget_subscriber_behind_the_cache(factory)
+    second = phone.send("200")
+    assert second.text == first.text and second.details == first.details
+    assert router.shelf_cache.stats["hits"] == 1
+
+
+def test_confirmed_order_leaves_the_next_shelf(setup):
+    phone, router, _ = setup
+    code = phone.send("200").details["offers"][0]
+    phone.send(f"KT{code}")
+    assert phone.send("Y").action == "subscribed"
+    assert code not in phone.send("200").details["offers"]
+
+
+def test_cancel_brings_the_offer_back(setup):
+    phone, _, _ = setup
+    code = phone.send("200").details["offers"][0]
+    phone.send(f"KT{code}")
+    phone.send("Y")
+    assert code not in phone.send("200").details["offers"]
+    assert phone.send(f"QX{code}").action == "cancelled"
+    assert code in phone.send("200").details["offers"]
+
+
+@pytest.mark.parametrize("command", ["TD", "KTYX"])
+def test_opt_out_and_opt_in_invalidate(setup, command):
+    phone, router, _ = setup
+    phone.send("200")
+    assert USER in router.shelf_cache._entries
+    phone.send(command)
+    assert USER not in router.shelf_cache._entries
+
+
+def test_refusal_by_sms_and_by_another_domain(setup, factory):
+    phone, router, _ = setup
+    shelf = phone.send("200").details["offers"]
+    phone.send(f"BX{shelf[0]}")
+    assert shelf[0] not in phone.send("200").details["offers"]
+    with factory() as session, session.begin():  # e.g. a campaign answer, outside the router
+        record_refusal(session, USER, shelf[1], phone.now, source="campaign")
+    assert shelf[1] not in phone.send("200").details["offers"]
+
+
+def test_refusal_window_end_expires_the_entry(setup):
+    phone, router, _ = setup
+    code = phone.send("200").details["offers"][0]
+    phone.send(f"BX{code}")
+    assert code not in phone.send("200").details["offers"]
+    phone.now += 90 * DAY  # shelf.refusal_days later, with no event at all
+    assert code in phone.send("200").details["offers"]
+
+
+def test_new_catalog_empties_the_cache(setup):
+    phone, router, catalog = setup
+    first = phone.send("200")
+    code = first.details["offers"][0]
+    old = catalog["now"]
+    catalog["now"] = dataclasses.replace(old, offers=tuple(o for o in old.offers if o.code != code))
+    assert code not in phone.send("200").details["offers"]
+
+
+def test_population_rewrite_empties_the_cache(setup, factory):
+    phone, router, _ = setup
+    phone.send("200")
+    with factory() as session, session.begin():
+        generate(session, 3, 1, now=phone.now)
+    assert len(router.shelf_cache) == 0
+    phone.send("200")
+    subscribers_rewritten()
+    assert len(router.shelf_cache) == 0
+
+
+def test_listeners_hear_committed_changes_only(setup, factory):
+    _, router, _ = setup
+    heard: list[str] = []
+    router.subscriber_changed_listeners.append(heard.append)
+    with factory() as session, session.begin():
+        mark_changed(session, "13800000002")
+        assert heard == []  # not before the commit
+    assert heard == ["13800000002"]
+    with factory() as session:
+        session.begin()
+        mark_changed(session, "13800000003")
+        session.rollback()
+    assert heard == ["13800000002"]
+
+
+def test_lru_bound_and_catalog_boundaries():
+    catalog = demo_catalog()
+    cache = ShelfCache(size=2)
+    for n in range(3):
+        cache.put(str(n), catalog, NOW, ("A",), "text")
+    assert len(cache) == 2 and cache.get("0", catalog, NOW) is None
+    assert cache.get("2", catalog, NOW).text == "text"
+    boundaries = [t for o in catalog.offers for t in (o.start_at, o.end_at) if t and t > NOW]
+    entry = cache.get("2", catalog, NOW)
+    assert entry.valid_until == min(boundaries, default=float("inf"))  # an offer starts or ends then
+    cache.put("4", catalog, NOW, ("A",), "text", refused_until=NOW + 5)
+    assert cache.get("4", catalog, NOW + 4) is not None and cache.get("4", catalog, NOW + 5) is None
+    assert cache.get("2", object(), NOW) is None  # another catalog snapshot
+
+
+@pytest.mark.integration
+def test_over_smpp_an_order_leaves_the_cached_shelf(gateway):
+    from gateway.sim_client import SimulatorClient
+
+    sub = "13800000007"
+    client = SimulatorClient("127.0.0.1", gateway.ports["smpp"], "tester", "test1234", wait=10)
+    client.connect()
+    try:
+        def shelf_text() -> str:
+            return next(r["text"] for r in client.command(sub, "10086", "200") if r["kind"] == "reply")
+
+        first = shelf_text()
+        assert shelf_text() == first  # the second one came from the cache
+        code = re.search(r"回KT(\w+)", first).group(1)
+        client.command(sub, "10086", f"KT{code}")
+        assert "QX" in client.command(sub, "10086", "Y")[0]["text"]
+        after = shelf_text()
+    finally:
+        client.close()
+    assert f"KT{code}" not in after

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import GatewayMetrics, outbox_figures
 
 
 class StatsProvider:
@@ -62,6 +62,7 @@ def instrument(gateway: Any, smpp: Any) -> GatewayMetrics:
     """Create the gateway's metrics and hook the SMPP server's counters into them."""
     metrics = GatewayMetrics()
     gateway.metrics = metrics
+    outbox_figures(gateway).get()  # the first count starts now, so the first scrape has it
     smpp.pdu_counter = lambda command, direction, status: metrics.pdus.labels(
         command=command, status=f"0x{status:02X}", direction=direction).inc()
     smpp.error_counter = lambda status: metrics.errors.labels(component="smpp").inc()

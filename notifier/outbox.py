@@ -188,8 +188,12 @@ class Outbox:
         return counts
 
     @staticmethod
+    def oldest_queued_at(session: Session) -> float | None:
+        return session.scalar(select(func.min(OutboxMessage.created_at)).where(OutboxMessage.state == "queued"))
+
+    @staticmethod
     def oldest_queued_age(session: Session, now: float) -> float:
-        oldest = session.scalar(select(func.min(OutboxMessage.created_at)).where(OutboxMessage.state == "queued"))
+        oldest = Outbox.oldest_queued_at(session)
         return max(0.0, now - oldest) if oldest is not None else 0.0
 
 

@@ -27,6 +27,7 @@ import json
 import logging
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -60,6 +61,7 @@ from offers.templates import TemplateRenderError
 log = logging.getLogger("notifier.campaigns")
 
 CHUNK = 20_000
+RENDER_CACHE = 20_000  # rendered items kept (least recently used out): memory stays flat at any population
 SAMPLE = 20
 _POLICY_COLUMNS = ("msisdn", "brand", "name", "email", "timezone", "consent_marketing", "opted_out", "complaints")
 
@@ -272,21 +274,23 @@ class _Renderer:
 
     def __init__(self, book: CampaignBook):
         self.book = book
-        self.cache: dict[tuple, Item | None] = {}
+        self.cache: OrderedDict[tuple, Item | None] = OrderedDict()
 
     def item(self, campaign: Campaign, facts: LazyFacts, offer_code: str | None) -> Item | None:
         offer = (self.book.offers.get(offer_code) or OfferInfo(offer_code, offer_code, 0.0)) if offer_code else None
         variables = template_vars(campaign, facts, offer, self.book.brands)
         key = (campaign.id, offer_code, *variables.values())
         if key in self.cache:
+            self.cache.move_to_end(key)
             return self.cache[key]
         try:
             item = render_item(campaign, variables, offer_code)
         except TemplateRenderError as exc:
             log.warning("campaign %s: template failed for %s: %s", campaign.id, facts.row.get("msisdn"), exc)
             item = None
-        if len(self.cache) < 200_000:
-            self.cache[key] = item
+        self.cache[key] = item
+        if len(self.cache) > RENDER_CACHE:
+            self.cache.popitem(last=False)
         return item
 
 

@@ -130,7 +130,8 @@ class ReceiptMatcher:
         return None
 
     def take_early(self, smsc_id: str) -> ReceiptInfo | None:
-        """The receipt for ``smsc_id`` still waiting for its response, removed; None if it found one."""
+        """The receipt for ``smsc_id`` still waiting for its response, removed; None when none waits
+        (its response came since and matched it)."""
         return self._early.pop(norm_id(smsc_id), None)
 
     def keep_early(self, smsc_id: str, info: ReceiptInfo) -> None:

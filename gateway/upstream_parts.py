@@ -113,8 +113,18 @@ def forget(session: Session, message_ids: Iterable[str]) -> None:
 
 
 def expire(session: Session, now: float, batch: int = EXPIRE_BATCH) -> int:
-    """Delete up to ``batch`` parts whose receipt window is over; returns how many."""
-    ids = select(UpstreamPart.id).where(UpstreamPart.expires_at <= now).limit(batch).scalar_subquery()
-    result = session.execute(delete(UpstreamPart).where(UpstreamPart.id.in_(ids)),
-                             execution_options={"synchronize_session": False})
-    return result.rowcount or 0
+    """Delete up to ``batch`` parts whose receipt window is over; returns how many.
+
+    Parts are written in time order with the same window, so the expired ones come first by id:
+    the first part still open bounds the deletion (a walk of the primary key, no index to keep up
+    on the hot path)."""
+    t = UpstreamPart.__table__.c
+    bound = session.scalar(select(t.id).where(t.expires_at > now).order_by(t.id).limit(1))
+    query = select(t.id).where(t.expires_at <= now)
+    if bound is not None:
+        query = query.where(t.id < bound)
+    ids = list(session.scalars(query.order_by(t.id).limit(batch)))
+    if ids:
+        session.execute(delete(UpstreamPart).where(UpstreamPart.id.in_(ids)),
+                        execution_options={"synchronize_session": False})
+    return len(ids)

@@ -97,8 +97,7 @@ class UpstreamPart(Base):
     expires_at: Mapped[float] = mapped_column(Float)
 
     __table_args__ = (Index("ix_upstream_parts_smsc_id", "smsc_id"),
-                      Index("ix_upstream_parts_message", "message_id", "part"),
-                      Index("ix_upstream_parts_expires", "expires_at"))
+                      Index("ix_upstream_parts_message", "message_id", "part"))
 
 
 class PendingPart(Base):

@@ -27,7 +27,6 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_upstream_parts'))
     )
     with op.batch_alter_table('upstream_parts', schema=None) as batch_op:
-        batch_op.create_index('ix_upstream_parts_expires', ['expires_at'], unique=False)
         batch_op.create_index('ix_upstream_parts_message', ['message_id', 'part'], unique=False)
         batch_op.create_index('ix_upstream_parts_smsc_id', ['smsc_id'], unique=False)
     with op.batch_alter_table('message_log', schema=None) as batch_op:
@@ -40,5 +39,4 @@ def downgrade() -> None:
     with op.batch_alter_table('upstream_parts', schema=None) as batch_op:
         batch_op.drop_index('ix_upstream_parts_smsc_id')
         batch_op.drop_index('ix_upstream_parts_message')
-        batch_op.drop_index('ix_upstream_parts_expires')
     op.drop_table('upstream_parts')

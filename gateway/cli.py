@@ -239,18 +239,14 @@ def cmd_explain(args, parser) -> int:
 
 
 def cmd_campaign(args, parser) -> int:
+    from gateway.progress import progress_reporter
     from notifier.campaigns import plan_command
 
-    if not (args.all or args.csv):
-        code, output = plan_command(args.db, None, args.id, args.at, args.json)
-        print(output, file=sys.stdout if code == 0 else sys.stderr)
-        return code
-    from gateway.progress import progress_reporter
-
+    lines = "csv" if args.csv else "jsonl" if args.all else None
     with progress_reporter(f"campaign plan {args.id}: subscribers scanned", None) as report:
-        code, output = plan_command(args.db, None, args.id, args.at, False, lines="csv" if args.csv else "jsonl",
-                                    out=sys.stdout, progress=report)
-    print(output, file=sys.stdout if code == 0 and args.all else sys.stderr)
+        code, output = plan_command(args.db, None, args.id, args.at, args.json, lines=lines, out=sys.stdout,
+                                    progress=report)
+    print(output, file=sys.stdout if code == 0 and not args.csv else sys.stderr)
     return code
 
 

@@ -95,7 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("id")
     plan.add_argument("--at", required=True, help="ISO time the plan is made for")
     plan.add_argument("--db", default=DEFAULT_URL)
-    plan.add_argument("--json", action="store_true")
+    plan.add_argument("--json", action="store_true", help="counts and 20 sample recipients as one JSON object")
+    whole = plan.add_mutually_exclusive_group()
+    whole.add_argument("--all", action="store_true", help="every targeted subscriber, one JSON line each "
+                       "(recipient with send time and text, or the exclusion reason), then a summary line")
+    whole.add_argument("--csv", action="store_true", help="every targeted subscriber as CSV with a header "
+                       "(the summary goes to stderr)")
 
     p = _sub(subs, "project", "outbound call project tools", "python run_gateway.py project plan data-alert-call "
              "--at 2026-12-02T10:00:00+08:00 --json")
@@ -234,10 +239,14 @@ def cmd_explain(args, parser) -> int:
 
 
 def cmd_campaign(args, parser) -> int:
+    from gateway.progress import progress_reporter
     from notifier.campaigns import plan_command
 
-    code, output = plan_command(args.db, None, args.id, args.at, args.json)
-    print(output)
+    lines = "csv" if args.csv else "jsonl" if args.all else None
+    with progress_reporter(f"campaign plan {args.id}: subscribers scanned", None) as report:
+        code, output = plan_command(args.db, None, args.id, args.at, args.json, lines=lines, out=sys.stdout,
+                                    progress=report)
+    print(output, file=sys.stdout if code == 0 and not args.csv else sys.stderr)
     return code
 
 

@@ -1,23 +1,27 @@
 """Every Prometheus metric of the gateway (names start with ``gateway_``), in one registry per gateway.
 
 Transports and domain adapters increment these objects; gauges that mirror
-the database (outbox depth, oldest queued age) are refreshed on each scrape by
-:func:`refresh_from_db`. One :class:`GatewayMetrics` owns its own
+the database (outbox depth, oldest queued age) are set on each scrape by
+:func:`refresh_from_db` from :func:`outbox_figures`, counted in the thread pool (a count by state
+reads the whole outbox), never on the reactor thread. One :class:`GatewayMetrics` owns its own
 ``CollectorRegistry`` so tests can run several gateways in one process.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from gateway.offthread import Cached, in_thread_of
 from notifier.models import OUTBOX_STATES
 from notifier.outbox import Outbox
 
-__all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics", "child_cache", "refresh_from_db"]
+__all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics", "OutboxFigures", "child_cache", "outbox_figures",
+           "refresh_from_db"]
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -78,14 +82,38 @@ def child_cache(metric: Any) -> Callable[..., Any]:
     return child
 
 
-def refresh_from_db(metrics: GatewayMetrics, gateway: Any) -> None:
-    """Set the gauges that mirror the database; one grouped query plus one MIN, both bounded by indexes."""
+@dataclass(frozen=True)
+class OutboxFigures:
+    depth: dict[str, int]  # rows by state
+    oldest_queued_at: float | None
+
+    def oldest_queued_age(self, now: float) -> float:
+        return max(0.0, now - self.oldest_queued_at) if self.oldest_queued_at is not None else 0.0
+
+
+def _count_outbox(gateway: Any) -> OutboxFigures:
     with gateway.db() as session:
-        depth = Outbox.depth_by_state(session)
-        oldest = Outbox.oldest_queued_age(session, gateway.now())
-    for state in OUTBOX_STATES:
-        metrics.outbox_depth.labels(state=state).set(depth.get(state, 0))
-    metrics.outbox_oldest_age.set(oldest)
+        return OutboxFigures(Outbox.depth_by_state(session), Outbox.oldest_queued_at(session))
+
+
+def outbox_figures(gateway: Any, max_age_s: float = 5.0) -> Cached[OutboxFigures]:
+    """The gateway's cached outbox counts (one per gateway, shared by /metrics and the dashboard)."""
+    cached = getattr(gateway, "outbox_figures", None)
+    if cached is None:
+        cached = Cached(lambda: _count_outbox(gateway), gateway.now, in_thread_of(gateway.reactor), max_age_s,
+                        what="outbox figures")
+        gateway.outbox_figures = cached
+    return cached
+
+
+def refresh_from_db(metrics: GatewayMetrics, gateway: Any) -> None:
+    """Set the gauges that mirror the database from the last counts (they appear once the first count,
+    started when the gateway starts, is in)."""
+    figures = outbox_figures(gateway).get()
+    if figures is not None:
+        for state in OUTBOX_STATES:
+            metrics.outbox_depth.labels(state=state).set(figures.depth.get(state, 0))
+        metrics.outbox_oldest_age.set(figures.oldest_queued_age(gateway.now()))
     snapshot = getattr(gateway, "snapshot", None)
     if snapshot is not None:
         metrics.fixture_version.set(snapshot.version)

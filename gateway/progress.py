@@ -14,10 +14,12 @@ LOG_EVERY_S = 5.0
 def progress_reporter(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
     """Yields ``report(done)``; ``done`` is the running count of items finished."""
     if sys.stderr.isatty():
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+        # on stderr, like the log lines: stdout may be the command's output (campaign plan --all > file)
         with Progress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      transient=False) as bar:
+                      transient=False, console=Console(stderr=True), redirect_stdout=False) as bar:
             task = bar.add_task(label, total=total)
             yield lambda done: bar.update(task, completed=done)
         return

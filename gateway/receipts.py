@@ -39,3 +39,19 @@ def parse_receipt(text: str) -> dict[str, str]:
     if _:
         out["text"] = tail
     return out
+
+
+def norm_id(smsc_id: str) -> str:
+    """An SMSC message id as compared: case, surrounding blanks and leading zeros ignored."""
+    return smsc_id.strip().lower().lstrip("0") or "0"
+
+
+def id_aliases(smsc_id: str) -> list[str]:
+    """The same number written in the other base (hex 1A <-> decimal 26), normalised."""
+    text = smsc_id.strip()
+    out = []
+    if text and all(c in "0123456789abcdefABCDEF" for c in text) and len(text) <= 32:
+        out.append(norm_id(str(int(text, 16))))
+    if text.isdigit() and len(text) <= 40:
+        out.append(norm_id(f"{int(text):x}"))
+    return [a for a in out if a != norm_id(text)]

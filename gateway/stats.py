@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gateway.metrics import GatewayMetrics, child_cache
+from gateway.metrics import GatewayMetrics, child_cache, outbox_figures
 
 
 class StatsProvider:
@@ -62,6 +62,7 @@ def instrument(gateway: Any, smpp: Any) -> GatewayMetrics:
     """Create the gateway's metrics and hook the SMPP server's counters into them."""
     metrics = GatewayMetrics()
     gateway.metrics = metrics
+    outbox_figures(gateway).get()  # the first count starts now, so the first scrape has it
     pdus, errors = child_cache(metrics.pdus), metrics.errors.labels(component="smpp")
     status_text = {0: "0x00"}
     sms_in, latency = child_cache(metrics.sms_in), child_cache(metrics.router_latency)

@@ -12,6 +12,9 @@
   ``failed`` when every part's receipt came (one receipt per part).
 - Receipts are matched to submit_sm_resp ids whatever format the SMSC writes them in (hex or
   decimal, leading zeros), also when a receipt overtakes its response (:class:`ReceiptMatcher`).
+  The SMSC ids are also written to the database (:mod:`gateway.upstream_parts`) with the row's
+  ``sent``, so a receipt that arrives after a restart (or a crash) still finishes its row; the
+  receipt is answered only once its outcome is committed.
 - Nothing is lost across a disconnect: unacknowledged rows go back to the outbox (released, not
   failed) and are sent after the rebind. Every submit_sm carries the row's message id in a vendor
   TLV (:data:`MESSAGE_REF_TAG`), so a receiver can drop a resend of a part it already took: the
@@ -30,10 +33,11 @@ from twisted.application import service
 from twisted.internet import protocol
 from twisted.logger import Logger
 
+from gateway import upstream_parts
 from gateway.delivery import OutRow
 from gateway.mo_parts import HeldPart, PartStore, sar_of
 from gateway.pipeline import Accepted, MOPipeline
-from gateway.receipts import parse_receipt
+from gateway.receipts import id_aliases, norm_id, parse_receipt
 from gateway.smpp.constants import CommandStatus as S
 from gateway.smpp.constants import Tag
 from gateway.smpp.ratelimit import TokenBucket
@@ -51,6 +55,7 @@ from gateway.smpp.session import (
     Unbound,
 )
 from gateway.smpp.text import Reassembler, TextError, split_message
+from gateway.upstream_parts import Outcome, SentPart
 from notifier.outbox import new_message_id
 from offers.router import Inbound
 
@@ -59,6 +64,7 @@ log = Logger(namespace="gateway.upstream")
 MESSAGE_REF_TAG = 0x1492  # vendor TLV (SMPP 3.4 5.3.2: 0x1400-0x3FFF): our message id, for duplicate detection
 CHANNEL = "upstream"
 POLL_S = 1.0
+EXPIRE_EVERY_S = 60.0
 CLAIM_LEASE_S = 300.0
 CLAIM_BATCH = 500
 MAX_READY = 5000
@@ -72,21 +78,6 @@ FINAL_MESSAGE_STATES = {2: "DELIVRD", 3: "EXPIRED", 4: "DELETED", 5: "UNDELIV", 
 
 
 # --- receipts to parts, whatever the id format (sans-IO) -----------------------------------------------
-
-def _norm(smsc_id: str) -> str:
-    return smsc_id.strip().lower().lstrip("0") or "0"
-
-
-def _aliases(smsc_id: str) -> list[str]:
-    """The same number written in the other base: hex 1A <-> decimal 26."""
-    text = smsc_id.strip()
-    out = []
-    if text and all(c in "0123456789abcdefABCDEF" for c in text) and len(text) <= 32:
-        out.append(_norm(str(int(text, 16))))
-    if text.isdigit() and len(text) <= 40:
-        out.append(_norm(f"{int(text):x}"))
-    return [a for a in out if a != _norm(text)]
-
 
 @dataclass(frozen=True)
 class ReceiptInfo:
@@ -110,13 +101,13 @@ class ReceiptMatcher:
         self._early: OrderedDict[str, ReceiptInfo] = OrderedDict()
 
     def sent(self, smsc_id: str, ref: Any) -> ReceiptInfo | None:
-        key = _norm(smsc_id)
-        for candidate in (key, *_aliases(smsc_id)):
+        key = norm_id(smsc_id)
+        for candidate in (key, *id_aliases(smsc_id)):
             early = self._early.pop(candidate, None)
             if early is not None:
                 return early
         self._exact[key] = ref
-        for alias in _aliases(smsc_id):
+        for alias in id_aliases(smsc_id):
             self._alias.setdefault(alias, ref)
         while len(self._exact) > self.max_entries:
             old, _ = self._exact.popitem(last=False)
@@ -124,24 +115,32 @@ class ReceiptMatcher:
         return None
 
     def receipt(self, smsc_id: str, info: ReceiptInfo) -> Any:
-        key = _norm(smsc_id)
+        key = norm_id(smsc_id)
         ref = self._exact.pop(key, None)
         if ref is not None:
             self._drop_aliases(key)
             return ref
         ref = self._alias.pop(key, None)
         if ref is not None:
-            for candidate in _aliases(smsc_id):
+            for candidate in id_aliases(smsc_id):
                 if self._exact.get(candidate) == ref:
                     del self._exact[candidate]
             return ref
-        self._early[key] = info
-        while len(self._early) > self.max_early:
-            self._early.popitem(last=False)
+        self.keep_early(smsc_id, info)
         return None
 
+    def take_early(self, smsc_id: str) -> ReceiptInfo | None:
+        """The receipt for ``smsc_id`` still waiting for its response, removed; None when none waits
+        (its response came since and matched it)."""
+        return self._early.pop(norm_id(smsc_id), None)
+
+    def keep_early(self, smsc_id: str, info: ReceiptInfo) -> None:
+        self._early[norm_id(smsc_id)] = info
+        while len(self._early) > self.max_early:
+            self._early.popitem(last=False)
+
     def _drop_aliases(self, key: str) -> None:
-        for alias in _aliases(key):
+        for alias in id_aliases(key):
             self._alias.pop(alias, None)
 
     def __len__(self) -> int:
@@ -336,6 +335,10 @@ class UpstreamClient(service.Service):
         self.outcomes: dict[str, dict[int, bool]] = {}  # message id -> part index -> receipt ok
         self.part_counts: dict[str, int] = {}
         self._sent: list[str] = []
+        self._sent_parts: list[SentPart] = []  # SMSC ids to keep in the database
+        self._lookups: dict[str, None] = {}  # receipts matched by no part in memory: try the database
+        self._partials: list[tuple[str, int, Outcome]] = []  # part receipts of messages still incomplete
+        self._next_expiry = 0.0
         self._finished: list[tuple[str, bool, str | None]] = []
         self._retries: list[tuple[str, str, bool]] = []
         self._after_commit: list[Callable[[], None]] = []
@@ -406,6 +409,7 @@ class UpstreamClient(service.Service):
     def _poll(self) -> None:
         self.poke()
         self._expire_parts()
+        self._expire_smsc_ids()
         if self.running:
             self._poll_call = self.reactor.callLater(POLL_S, self._poll)
 
@@ -496,6 +500,8 @@ class UpstreamClient(service.Service):
         self._throttle_s = THROTTLE_BASE_S
         self.stats["acked"] += 1
         state.acked[index] = smsc_id
+        self._sent_parts.append(SentPart(smsc_id, mid, index, len(state.parts),
+                                         self.gateway.now() + self.gateway.outbox.validity))
         early = self.matcher.sent(smsc_id, (mid, index))
         if early is not None:
             self._part_outcome(mid, index, early)
@@ -553,6 +559,14 @@ class UpstreamClient(service.Service):
                                       None, done, reply_channel=CHANNEL,
                                       writes=self.parts.release_whole(source, dest, concat)))
 
+    def _expire_smsc_ids(self) -> None:
+        """SMSC ids whose receipt window (``smpp.validity``) is over, checked every ``EXPIRE_EVERY_S``."""
+        now = self.reactor.seconds()
+        if now >= self._next_expiry:
+            self._next_expiry = now + EXPIRE_EVERY_S
+            with self.gateway.db() as session, session.begin():
+                upstream_parts.expire(session, self.gateway.now())
+
     def _expire_parts(self) -> None:
         """Long MO whose missing parts never came: logged, their kept parts deleted."""
         expired = self.reassembler.expire()
@@ -575,6 +589,8 @@ class UpstreamClient(service.Service):
         ref = self.matcher.receipt(smsc_id, info)
         if ref is not None:
             self._part_outcome(ref[0], ref[1], info)
+        else:  # sent before a restart, or its response is still on the way
+            self._lookups[smsc_id] = None
         # answered once the outcome is on disk, so a crash makes the SMSC send it again
         self._after_commit.append(lambda: link.respond(pdu, 0))
         self._schedule_record()
@@ -587,9 +603,30 @@ class UpstreamClient(service.Service):
             ok = all(outcome.values())
             del self.outcomes[mid]
             self.part_counts.pop(mid, None)
-            self._finished.append((mid, ok, None if ok else f"receipt stat:{info.stat}"))
-            self.stats["delivered_rows" if ok else "failed_rows"] += 1
+            self._finish(mid, Outcome(ok, info.stat))
+        else:
+            self._partials.append((mid, index, Outcome(info.ok, info.stat)))
             self._schedule_record()
+
+    def _finish(self, mid: str, outcome: Outcome) -> None:
+        self._finished.append((mid, outcome.ok, None if outcome.ok else f"receipt stat:{outcome.stat}"))
+        self.stats["delivered_rows" if outcome.ok else "failed_rows"] += 1
+        self._schedule_record()
+
+    def _from_database(self, session: Any, lookups: list[str]) -> None:
+        """Receipts no part in memory matched (and none since): match them against the stored SMSC ids."""
+        pending = {sid: info for sid in lookups if (info := self.matcher.take_early(sid)) is not None}
+        if not pending:
+            return
+        done, unmatched = upstream_parts.apply_receipts(session, {sid: Outcome(i.ok, i.stat)
+                                                                  for sid, i in pending.items()})
+        for smsc_id in unmatched:  # its response may still come
+            self.matcher.keep_early(smsc_id, pending[smsc_id])
+        self.stats["unmatched_receipts"] += len(unmatched)
+        for mid, outcome in done.items():
+            self.outcomes.pop(mid, None)
+            self.part_counts.pop(mid, None)
+            self._finish(mid, outcome)
 
     # --- recording outcomes: one transaction per reactor turn -------------------------------------------
 
@@ -603,10 +640,20 @@ class UpstreamClient(service.Service):
         finished, self._finished = self._finished, []
         retries, self._retries = self._retries, []
         after, self._after_commit = self._after_commit, []
-        if sent or finished or retries:
+        sent_parts, self._sent_parts = self._sent_parts, []
+        lookups, self._lookups = list(self._lookups), {}
+        partials, self._partials = self._partials, []
+        if sent or finished or retries or sent_parts or lookups or partials:
             gw = self.gateway
             with gw.db() as session, session.begin():
+                upstream_parts.record_sent(session, sent_parts)
                 gw.outbox.mark_sent(session, sent)
+                for mid, index, outcome in partials:
+                    upstream_parts.record_outcome(session, mid, index, outcome)
+                self._from_database(session, lookups)
+                finished.extend(self._finished)
+                self._finished = []
+                upstream_parts.forget(session, [mid for mid, _ok, _error in finished])
                 by_outcome: dict[tuple[bool, str | None], list[str]] = {}
                 for mid, ok, error in finished:
                     by_outcome.setdefault((ok, error), []).append(mid)

@@ -22,13 +22,16 @@ already served as ``already_sent`` rather than sending twice.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
+import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy import distinct, func, select
 from sqlalchemy.engine import Connection
@@ -58,6 +61,7 @@ from offers.templates import TemplateRenderError
 log = logging.getLogger("notifier.campaigns")
 
 CHUNK = 20_000
+RENDER_CACHE = 20_000  # rendered items kept (least recently used out): memory stays flat at any population
 SAMPLE = 20
 _POLICY_COLUMNS = ("msisdn", "brand", "name", "email", "timezone", "consent_marketing", "opted_out", "complaints")
 
@@ -100,20 +104,15 @@ class Plan:
     left_out: int = 0  # items that did not fit the part limit
     held_quiet: int = 0
     rate: policy.Rate = policy.Rate(0.0, "")
-    deliveries: list[Delivery] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)  # empty when the plan was streamed
+    recipients: int = 0
+    first_at: float | None = None
+    last_at: float | None = None
     elapsed_s: float = 0.0
 
     @property
     def messages(self) -> int:
-        return len(self.deliveries)
-
-    @property
-    def first_at(self) -> float | None:
-        return min((d.not_before for d in self.deliveries), default=None)
-
-    @property
-    def last_at(self) -> float | None:
-        return max((d.not_before for d in self.deliveries), default=None)
+        return self.recipients
 
     @property
     def duration_s(self) -> float:
@@ -122,6 +121,14 @@ class Plan:
 
     def as_dict(self, tz: str = "Asia/Shanghai", sample: int = SAMPLE) -> dict[str, Any]:
         """JSON-ready: counts, rate, duration and the first ``sample`` recipients with their text."""
+        iso = _iso(tz)
+        return {**self.summary(tz), "sample": [
+            {"msisdn": d.msisdn, "dest": d.dest, "not_before": iso(d.not_before), "parts": d.parts,
+             "campaigns": [i.campaign_id for i in d.items], "offers": [i.offer_code for i in d.items if i.offer_code],
+             "subject": d.subject, "text": d.text} for d in self.deliveries[:sample]]}
+
+    def summary(self, tz: str = "Asia/Shanghai") -> dict[str, Any]:
+        """JSON-ready counts, rate and duration."""
         iso = _iso(tz)
         return {
             "campaign": self.campaign_id, "name": self.name, "kind": self.kind, "channel": self.channel,
@@ -137,10 +144,6 @@ class Plan:
             "rate": {"per_s": round(self.rate.per_s, 3), "derivation": self.rate.explanation},
             "first_at": iso(self.first_at), "last_at": iso(self.last_at),
             "expected_duration_s": round(self.duration_s, 1), "planning_s": round(self.elapsed_s, 3),
-            "sample": [{"msisdn": d.msisdn, "dest": d.dest, "not_before": iso(d.not_before), "parts": d.parts,
-                        "campaigns": [i.campaign_id for i in d.items],
-                        "offers": [i.offer_code for i in d.items if i.offer_code],
-                        "subject": d.subject, "text": d.text} for d in self.deliveries[:sample]],
         }
 
 
@@ -174,16 +177,20 @@ def send_window(window: tuple[int, int], at: float, tz: str) -> tuple[float, flo
 def spread(n: int, start: float, end: float, rate: float, window: tuple[int, int], tz: str) -> list[float]:
     """``n`` send times evenly over ``[start, end)``, never closer than ``1/rate``; overflow goes on
     in the following days' windows at the same spacing."""
+    return list(send_times(n, start, end, rate, window, tz))
+
+
+def send_times(n: int, start: float, end: float, rate: float, window: tuple[int, int], tz: str) -> Iterator[float]:
+    """:func:`spread`, one time at a time."""
     if n <= 0:
-        return []
+        return
     spacing = max(1.0 / rate, (end - start) / n)
-    times, t, window_end = [], start, end
+    t, window_end = start, end
     for _ in range(n):
         if t >= window_end:
             t, window_end = send_window(window, window_end, tz)
-        times.append(t)
+        yield t
         t += spacing
-    return times
 
 
 # --- history ----------------------------------------------------------------------------------------
@@ -267,21 +274,23 @@ class _Renderer:
 
     def __init__(self, book: CampaignBook):
         self.book = book
-        self.cache: dict[tuple, Item | None] = {}
+        self.cache: OrderedDict[tuple, Item | None] = OrderedDict()
 
     def item(self, campaign: Campaign, facts: LazyFacts, offer_code: str | None) -> Item | None:
         offer = (self.book.offers.get(offer_code) or OfferInfo(offer_code, offer_code, 0.0)) if offer_code else None
         variables = template_vars(campaign, facts, offer, self.book.brands)
         key = (campaign.id, offer_code, *variables.values())
         if key in self.cache:
+            self.cache.move_to_end(key)
             return self.cache[key]
         try:
             item = render_item(campaign, variables, offer_code)
         except TemplateRenderError as exc:
             log.warning("campaign %s: template failed for %s: %s", campaign.id, facts.row.get("msisdn"), exc)
             item = None
-        if len(self.cache) < 200_000:
-            self.cache[key] = item
+        self.cache[key] = item
+        if len(self.cache) > RENDER_CACHE:
+            self.cache.popitem(last=False)
         return item
 
 
@@ -298,9 +307,36 @@ class _Run:
     used_today: int
     renderer: _Renderer
     plan: Plan
+    listener: Callable[[Verdict], None] | None = None  # told every targeted subscriber's outcome
+    keep: bool = True  # keep the deliveries in the plan (False: only count them)
 
-    def exclude(self, code: str) -> None:
+    def exclude(self, code: str, msisdn: str) -> None:
         self.plan.excluded[code] = self.plan.excluded.get(code, 0) + 1
+        if self.listener is not None:
+            self.listener(Verdict(msisdn, "excluded", code))
+
+    def served(self, msisdn: str) -> None:
+        self.plan.already_sent += 1
+        if self.listener is not None:
+            self.listener(Verdict(msisdn, "already_sent"))
+
+    def deliver(self, delivery: Delivery) -> None:
+        self.plan.recipients += 1
+        if self.keep:
+            self.plan.deliveries.append(delivery)
+        if self.listener is not None:
+            self.listener(Verdict(delivery.msisdn, "recipient", delivery=delivery))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One targeted subscriber's outcome in a plan: ``recipient`` (with the delivery), ``excluded``
+    (with the reason code) or ``already_sent`` (served earlier in this period)."""
+
+    msisdn: str
+    outcome: str
+    reason: str | None = None
+    delivery: Delivery | None = None
 
 
 def _served(history: policy.History, campaign_id: str, period: str) -> bool:
@@ -338,17 +374,17 @@ def _consider(run: _Run, row: Any, history: policy.History) -> None:
         return
     plan.targeted += 1
     if history.contacts and _served(history, lead.id, run.period):
-        plan.already_sent += 1
+        run.served(row.msisdn)
         return
     decision = policy.subscriber_checks(facts, history, run.pol, run.now)
     if decision.ok:
         decision = policy.channel_ok(lead.channel, row.email)
     if not decision.ok:
-        run.exclude(decision.code)
+        run.exclude(decision.code, row.msisdn)
         return
     item, reason = _campaign_item(run, lead, facts, history)
     if item is None:
-        run.exclude(reason)
+        run.exclude(reason, row.msisdn)
         return
     items = [item]
     for partner in run.partners:
@@ -361,21 +397,21 @@ def _consider(run: _Run, row: Any, history: policy.History) -> None:
         for decision in (policy.caps(history, run.pol, run.send_estimate) if history.contacts else policy.OK,
                          policy.capacity(run.used_today, run.pol)):
             if not decision.ok:
-                run.exclude(decision.code)
+                run.exclude(decision.code, row.msisdn)
                 return
     digest = _digest(run, items)
     if item not in digest.items:  # the run's own item goes first when partners crowd it out
         digest = _digest(run, [item])
         if not digest.items:
-            run.exclude("too_long")
+            run.exclude("too_long", row.msisdn)
             return
     if marketing and lead.channel == "sms":
         run.used_today += 1
     plan.items_before += len(digest.items)
     plan.left_out += len(digest.left_out)
     dest = row.msisdn if lead.channel == "sms" else row.email
-    plan.deliveries.append(Delivery(row.msisdn, dest, row.timezone or run.pol.timezone, digest.text, digest.subject,
-                                    digest.parts, digest.items))
+    run.deliver(Delivery(row.msisdn, dest, row.timezone or run.pol.timezone, digest.text, digest.subject,
+                         digest.parts, digest.items))
 
 
 def _used_today(session: Session, period: str) -> int:
@@ -401,12 +437,14 @@ def _status(lead: Campaign, state: str, start: float) -> str:
 
 
 def plan(session: Session, catalog: Any, campaign_id: str, at: float, settings: Mapping[str, Any], *,
-         progress: Callable[[int], None] | None = None, chunk: int = CHUNK) -> Plan:
+         progress: Callable[[int], None] | None = None, chunk: int = CHUNK,
+         listener: Callable[[Verdict], None] | None = None, keep: bool = True) -> Plan:
     """Who would get what in a run of ``campaign_id`` at ``at`` (epoch seconds); nothing is written.
 
     ``catalog`` is a :class:`CampaignBook` or a parsed fixture set. ``progress(n)`` is called after
-    every chunk with the number of subscribers scanned. Raises :class:`CampaignError` for an
-    unknown campaign.
+    every chunk with the number of subscribers scanned; ``listener`` with every targeted subscriber's
+    :class:`Verdict` in msisdn order. With ``keep=False`` the deliveries are counted, not kept, and
+    get no send times (see :func:`stream_plan`). Raises :class:`CampaignError` for an unknown campaign.
     """
     started = time.perf_counter()
     book = as_book(catalog)
@@ -427,7 +465,8 @@ def plan(session: Session, catalog: Any, campaign_id: str, at: float, settings: 
         return result
     partners = _partners(session, book, lead, start, period_end, period, states)
     result.partners = tuple(p.id for p in partners)
-    run = _Run(lead, partners, pol, at, period, start, _used_today(session, period), _Renderer(book), result)
+    run = _Run(lead, partners, pol, at, period, start, _used_today(session, period), _Renderer(book), result,
+               listener, keep)
     conn = session.connection()
     for rows in stream_subscribers(conn, _columns([lead, *partners]), chunk):
         histories = _histories(conn, rows[0].msisdn, rows[-1].msisdn, at, pol)
@@ -444,12 +483,86 @@ def plan(session: Session, catalog: Any, campaign_id: str, at: float, settings: 
 
 
 def _schedule(result: Plan, lead: Campaign, pol: policy.PolicyParams) -> None:
-    times = spread(len(result.deliveries), result.window_start, result.window_end, result.rate.per_s, lead.window,
-                   pol.timezone)
-    for delivery, t in zip(result.deliveries, times, strict=True):
-        held = policy.quiet_hold(t, delivery.tz, pol.quiet_start, pol.quiet_end) if lead.channel == "sms" else t
+    times = _times(result, lead, pol)
+    for delivery in result.deliveries:
+        delivery.not_before = times(delivery.tz)
+
+
+def _times(result: Plan, lead: Campaign, pol: policy.PolicyParams) -> Callable[[str], float]:
+    """The send time of the next recipient (in plan order, by its time zone); keeps the plan's
+    first/last time and quiet-hours count up to date."""
+    times = send_times(result.recipients, result.window_start, result.window_end, result.rate.per_s, lead.window,
+                       pol.timezone)
+    result.held_quiet, result.first_at, result.last_at = 0, None, None
+
+    def next_time(tz: str) -> float:
+        t = next(times)
+        held = policy.quiet_hold(t, tz, pol.quiet_start, pol.quiet_end) if lead.channel == "sms" else t
         result.held_quiet += held != t
-        delivery.not_before = held
+        result.first_at = held if result.first_at is None else min(result.first_at, held)
+        result.last_at = held if result.last_at is None else max(result.last_at, held)
+        return held
+
+    return next_time
+
+
+# --- the whole list, streamed -------------------------------------------------------------------------
+
+LINE_FIELDS = ("msisdn", "outcome", "reason", "dest", "not_before", "parts", "campaigns", "offers", "subject", "text")
+
+
+def _spooled(verdict: Verdict) -> str:
+    d = verdict.delivery
+    line: dict[str, Any] = {"msisdn": verdict.msisdn, "outcome": verdict.outcome, "reason": verdict.reason}
+    if d is not None:
+        line.update(dest=d.dest, tz=d.tz, parts=d.parts, campaigns=[i.campaign_id for i in d.items],
+                    offers=[i.offer_code for i in d.items if i.offer_code], subject=d.subject, text=d.text)
+    return json.dumps(line, ensure_ascii=False) + "\n"
+
+
+def stream_plan(session: Session, catalog: Any, campaign_id: str, at: float, settings: Mapping[str, Any], *,
+                progress: Callable[[int], None] | None = None, chunk: int = CHUNK,
+                ) -> tuple[Plan, Iterator[dict[str, Any]]]:
+    """:func:`plan` for the whole list: the counts, and every targeted subscriber's line (``LINE_FIELDS``:
+    a recipient with its send time and text, or the reason it is excluded or already served) in
+    msisdn order. Send times depend on how many recipients there are, so lines are spooled to a
+    temporary file while planning and timed as they are read back: memory stays flat at any size.
+    The plan's ``first_at``/``last_at``/``held_quiet`` are complete once the lines are consumed.
+    """
+    book = as_book(catalog)
+    spool = tempfile.TemporaryFile("w+", encoding="utf-8")
+    try:
+        result = plan(session, book, campaign_id, at, settings, progress=progress, chunk=chunk,
+                      listener=lambda verdict: spool.write(_spooled(verdict)), keep=False)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return result, _timed_lines(result, book.get(campaign_id), effective_policy(book, settings), spool)
+
+
+def _timed_lines(result: Plan, lead: Campaign, pol: policy.PolicyParams, spool: TextIO) -> Iterator[dict[str, Any]]:
+    iso = _iso(pol.timezone)
+    times = _times(result, lead, pol)
+    with spool:
+        for raw in spool:
+            line = json.loads(raw)
+            tz = line.pop("tz", None)
+            line["not_before"] = iso(times(tz)) if line["outcome"] == "recipient" else None
+            yield {key: line.get(key) for key in LINE_FIELDS}
+
+
+def write_lines(lines: Iterator[dict[str, Any]], out: TextIO, fmt: str) -> None:
+    """Plan lines as JSON lines (``jsonl``) or CSV with a header (``csv``; lists joined with ``;``)."""
+    if fmt == "jsonl":
+        for line in lines:
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        return
+    writer = csv.writer(out)
+    writer.writerow(LINE_FIELDS)
+    for line in lines:
+        writer.writerow([";".join(v) if isinstance(v, list) else ("" if v is None else v)
+                         for v in line.values()])
 
 
 # --- materialising ----------------------------------------------------------------------------------
@@ -646,30 +759,40 @@ def _load_book(session: Session, fixtures_dir: str | None) -> tuple[CampaignBook
     return build_book(parsed), Settings(parsed.get("config") or {})
 
 
-def plan_command(db_url: str, fixtures_dir: str | None, campaign_id: str, at_iso: str,
-                 as_json: bool) -> tuple[int, str]:
-    """``campaign plan ID --at TIME [--json]``: returns ``(exit code, text to print)``; nothing is sent.
+def plan_command(db_url: str, fixtures_dir: str | None, campaign_id: str, at_iso: str, as_json: bool, *,
+                 lines: str | None = None, out: TextIO | None = None,
+                 progress: Callable[[int], None] | None = None) -> tuple[int, str]:
+    """``campaign plan ID --at TIME [--json | --all | --csv]``: returns ``(exit code, text to print)``;
+    nothing is sent.
 
     The campaigns come from ``fixtures_dir`` when given, else from the fixture set loaded last into
-    the database. Progress goes to the ``notifier.campaigns`` log every chunk.
+    the database. With ``lines`` (``jsonl`` or ``csv``) every targeted subscriber's line is written to
+    ``out`` (:func:`stream_plan`) and the text is the summary, ``{"summary": {...}}``. ``progress(n)``
+    is told the subscribers scanned after every chunk (default: the ``notifier.campaigns`` log).
     """
     from offers.db import make_engine, migrate, session_factory
     from offers.fixtures import FixtureError
 
+    progress = progress or (lambda n: log.info("campaign plan %s: %d subscribers scanned", campaign_id, n))
     engine = make_engine(db_url)
     try:
         migrate(engine)
         with session_factory(engine)() as session:
             book, settings = _load_book(session, fixtures_dir)
             at = parse_at(at_iso, book.policy.timezone)
-            result = plan(session, book, campaign_id, at, settings,
-                          progress=lambda n: log.info("campaign plan %s: %d subscribers scanned", campaign_id, n))
+            if lines is None:
+                result = plan(session, book, campaign_id, at, settings, progress=progress)
+            else:
+                result, stream = stream_plan(session, book, campaign_id, at, settings, progress=progress)
     except (CampaignError, ValueError) as exc:
         return 2, f"error: {exc}"
     except FixtureError as exc:
         return 1, f"fixture problems:\n{exc}"
     finally:
         engine.dispose()
+    if lines is not None:
+        write_lines(stream, out, lines)
+        return 0, json.dumps({"summary": result.summary(book.policy.timezone)}, ensure_ascii=False)
     data = result.as_dict(book.policy.timezone)
     if as_json:
         return 0, json.dumps(data, ensure_ascii=False, indent=2)

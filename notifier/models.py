@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, Boolean, Float, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from offers.db import Base
@@ -72,7 +72,32 @@ class MessageLog(Base):
     at: Mapped[float] = mapped_column(Float)
     action: Mapped[str | None] = mapped_column(String(32), nullable=True)  # router action for MO
 
-    __table_args__ = (Index("ix_message_log_source_at", "source", "at"),)
+    # message_id: query_sm answers for a logged MO by an index lookup, never a scan
+    __table_args__ = (Index("ix_message_log_source_at", "source", "at"),
+                      Index("ix_message_log_message_id", "message_id"))
+
+
+class UpstreamPart(Base):
+    """The SMSC's message id of one part sent upstream, so a receipt finds its outbox row after a restart.
+
+    ``smsc_id`` is normalised (:func:`gateway.receipts.norm_id`). ``ok``/``stat`` hold a part's receipt
+    while other parts of its message wait for theirs. Rows go when the message's last receipt is in, or
+    at ``expires_at`` (sent + ``smpp.validity``: an SMSC reports within its validity period).
+    """
+
+    __tablename__ = "upstream_parts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    smsc_id: Mapped[str] = mapped_column(String(72))
+    message_id: Mapped[str] = mapped_column(String(64))
+    part: Mapped[int] = mapped_column(Integer)
+    parts: Mapped[int] = mapped_column(Integer)
+    ok: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    stat: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_upstream_parts_smsc_id", "smsc_id"),
+                      Index("ix_upstream_parts_message", "message_id", "part"))
 
 
 class PendingPart(Base):

@@ -17,13 +17,15 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from notifier.models import FINAL_STATES, OUTBOX_STATES, OutboxMessage
+from notifier.models import FINAL_STATES, OUTBOX_STATES, MessageLog, OutboxMessage
 
 MAX_TEXT = 64 * 1024
+PURGE_BATCH = 5000
+DAY = 86400.0
 
 
 def new_message_id() -> str:
@@ -186,6 +188,70 @@ class Outbox:
         return counts
 
     @staticmethod
+    def oldest_queued_at(session: Session) -> float | None:
+        return session.scalar(select(func.min(OutboxMessage.created_at)).where(OutboxMessage.state == "queued"))
+
+    @staticmethod
     def oldest_queued_age(session: Session, now: float) -> float:
-        oldest = session.scalar(select(func.min(OutboxMessage.created_at)).where(OutboxMessage.state == "queued"))
+        oldest = Outbox.oldest_queued_at(session)
         return max(0.0, now - oldest) if oldest is not None else 0.0
+
+
+# --- retention ----------------------------------------------------------------------------------------------
+# Rows are appended in clock order, so ids grow with time: the first id newer than the cutoff bounds
+# every batch (a walk of the primary key over the old rows only, no index on a time column to keep up).
+
+
+def _first_id_since(session: Session, table: Any, time_column: Any, cutoff: float) -> int | None:
+    return session.scalar(select(table.c.id).where(time_column >= cutoff).order_by(table.c.id).limit(1))
+
+
+def _finished_before(cutoff: float) -> Any:
+    """Rows nobody will send again: final states done before ``cutoff``, and ``sent`` rows whose
+    receipt never came; never ``queued`` or ``sending``."""
+    c = OutboxMessage.__table__.c
+    return or_(and_(c.state.in_(FINAL_STATES), c.done_at < cutoff), and_(c.state == "sent", c.sent_at < cutoff))
+
+
+def purge_outbox(session: Session, cutoff: float, batch: int = PURGE_BATCH) -> int:
+    """Delete up to ``batch`` finished outbox rows older than ``cutoff``; returns how many."""
+    table = OutboxMessage.__table__
+    bound = _first_id_since(session, table, table.c.created_at, cutoff)
+    query = select(table.c.id).where(_finished_before(cutoff))
+    if bound is not None:
+        query = query.where(table.c.id < bound)
+    ids = list(session.scalars(query.order_by(table.c.id).limit(batch)))
+    if ids:
+        session.execute(delete(table).where(table.c.id.in_(ids)))
+    return len(ids)
+
+
+def purge_message_log(session: Session, cutoff: float, batch: int = PURGE_BATCH) -> int:
+    """Delete up to ``batch`` message_log rows older than ``cutoff``; returns how many."""
+    table = MessageLog.__table__
+    bound = _first_id_since(session, table, table.c.at, cutoff)
+    query = select(table.c.id).where(table.c.at < cutoff)
+    if bound is not None:
+        query = query.where(table.c.id < bound)
+    ids = list(session.scalars(query.order_by(table.c.id).limit(batch)))
+    if ids:
+        session.execute(delete(table).where(table.c.id.in_(ids)))
+    return len(ids)
+
+
+def apply_retention(factory: Callable[[], Session], now: float, settings: Mapping[str, Any], *,
+                    batch: int = PURGE_BATCH, max_batches: int = 10_000) -> dict[str, int]:
+    """Delete what ``retention.*`` no longer keeps, one short transaction per ``batch`` rows (so senders
+    are never held up for long); returns rows deleted per table."""
+    jobs = (("outbox", purge_outbox, float(settings.get("retention.outbox_days", 30.0))),
+            ("message_log", purge_message_log, float(settings.get("retention.message_log_days", 30.0))))
+    counts = {}
+    for name, purge, days in jobs:
+        counts[name] = 0
+        for _ in range(max_batches):
+            with factory() as session, session.begin():
+                deleted = purge(session, now - days * DAY, batch)
+            counts[name] += deleted
+            if deleted < batch:
+                break
+    return counts

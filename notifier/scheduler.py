@@ -10,7 +10,8 @@ and steps down when it is lost. SQLite is one process: it always leads.
 APScheduler fires jobs on real time in the reactor's thread pool; the job itself takes ``now``
 from the injected clock, so planning is reproducible. A job plans and materialises in one
 transaction (idempotent keys: a crash and a re-run send nothing twice). Every
-``check_every_s`` the leader also runs the complaint / opt-out early warning.
+``check_every_s`` the leader also runs the complaint / opt-out early warning, and once a day (at
+``retention.hour``) the retention job deletes outbox and message-log rows past ``retention.*``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.twisted import TwistedScheduler
+from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,7 +30,7 @@ from twisted.internet import defer, threads
 
 from notifier import reports
 from notifier.campaigns import as_book, materialise_batched, plan
-from notifier.outbox import Outbox
+from notifier.outbox import Outbox, apply_retention
 from notifier.policy import zone
 from offers.db import transaction
 
@@ -36,6 +38,7 @@ log = logging.getLogger("notifier.scheduler")
 
 LOCK_KEY = 0x6E6F7469  # "noti"
 CHECK_JOB = "_early_warning"
+RETENTION_JOB = "_retention"
 
 
 class CampaignScheduler:
@@ -134,6 +137,9 @@ class CampaignScheduler:
                                    name=campaign.name, replace_existing=True)
         self.scheduler.add_job(self._check, trigger=IntervalTrigger(seconds=self.check_every_s), id=CHECK_JOB,
                                replace_existing=True)
+        self.scheduler.add_job(self._retention, trigger=CronTrigger(hour=int(self.settings.get("retention.hour", 3)),
+                                                                    minute=17),
+                               id=RETENTION_JOB, replace_existing=True)
 
     def _stop_scheduler(self) -> None:
         if self.scheduler is not None:
@@ -189,6 +195,20 @@ class CampaignScheduler:
         with transaction(self.db) as session:
             for alert in reports.check_thresholds(session, self.get_catalog(), self.now()):
                 self._pause_job(alert.campaign_id)
+
+    def retention(self) -> dict[str, int]:
+        """Delete rows past ``retention.outbox_days`` / ``retention.message_log_days`` (blocking)."""
+        counts = apply_retention(self.db, self.now(), self.settings)
+        log.info("retention: deleted %d outbox rows (finished, older than %s days) and %d message_log rows "
+                 "(older than %s days)", counts["outbox"], self.settings.get("retention.outbox_days", 30.0),
+                 counts["message_log"], self.settings.get("retention.message_log_days", 30.0))
+        return counts
+
+    def _retention(self) -> None:
+        try:
+            self.retention()
+        except Exception:
+            log.exception("retention job failed; it runs again tomorrow")
 
     def run_now(self, campaign_id: str) -> defer.Deferred:
         """Run a campaign immediately (ops' ``POST /api/campaigns/{id}/run``); fires with the summary."""

@@ -63,6 +63,10 @@ KNOBS: dict[str, Knob] = {
     "survey.mode": Knob(str, "sms", "survey by 'sms' or by staying on the 'ivr'", choices=("sms", "ivr")),
     "survey.expiry_s": Knob(float, 86400.0, "seconds a survey waits for its score", 1, 30 * 86400),
     "outbox.rate": Knob(float, 10000.0, "MT messages per second the sender drains at most", 0.1, 100000),
+    "retention.outbox_days": Knob(float, 30.0, "days finished outbox rows are kept (delivered, failed, expired, "
+                                  "sent)", 0.01, 3650),
+    "retention.message_log_days": Knob(float, 30.0, "days message_log rows are kept", 0.01, 3650),
+    "retention.hour": Knob(int, 3, "local hour (0-23) of the daily retention job", 0, 23),
     "campaign.quiet_start": Knob(str, "21:00", "start of quiet hours (local time HH:MM)"),
     "campaign.quiet_end": Knob(str, "08:00", "end of quiet hours (local time HH:MM)"),
     "outbound.callee_host": Knob(str, "127.0.0.1", "IP address of the callees' SIP endpoint (simulate callees, sipp)"),

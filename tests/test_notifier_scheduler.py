@@ -13,7 +13,7 @@ from notifier import reports
 from notifier.campaign_models import CampaignState
 from notifier.models import OutboxMessage
 from notifier.outbox import Outbox
-from notifier.scheduler import CHECK_JOB, CampaignScheduler
+from notifier.scheduler import CHECK_JOB, RETENTION_JOB, CampaignScheduler
 from offers import db
 from offers.models import Subscriber
 from offers.settings import Settings
@@ -65,10 +65,10 @@ def test_jobs_come_from_the_fixture_and_reload_rebuilds_them(factory) -> None:
     sched.start()
     try:
         assert sched.is_leader
-        assert sched.job_ids() == sorted([CHECK_JOB, "c1", "c2"])
+        assert sched.job_ids() == sorted([CHECK_JOB, RETENTION_JOB, "c1", "c2"])
         book[0] = make_book(campaign_yaml("c1"), campaign_yaml("c3", hour=16))
         sched.reload()
-        assert sched.job_ids() == sorted([CHECK_JOB, "c1", "c3"])
+        assert sched.job_ids() == sorted([CHECK_JOB, RETENTION_JOB, "c1", "c3"])
     finally:
         sched.stop()
     assert not sched.is_leader and sched.job_ids() == []

@@ -29,6 +29,11 @@ Every key is optional; the page shows "—" for what is missing.
 what only the running transports know (queue, binds, ...). What the database can say
 (outbox, SMS per minute, campaign progress, survey and busy-hour reports) is computed here as
 a fallback; a provider's dict is merged over it key by key.
+
+Nothing on the reactor thread reads a whole table: the outbox counts and the reports are computed
+in the thread pool (:mod:`gateway.offthread`; a tick shows the last ones), and SMS per minute reads
+only the newest ``message_log`` rows by primary key (the totals before them are counted once, in the
+thread pool).
 """
 
 from __future__ import annotations
@@ -43,56 +48,78 @@ from sqlalchemy import func, select
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from gateway.metrics import outbox_figures
+from gateway.offthread import Cached, InThread, in_thread_of
 from notifier.models import MessageLog
-from notifier.outbox import Outbox
 
 log = Logger(namespace="gateway.http.dashboard")
 
 STATIC = Path(__file__).resolve().parent / "static"
 WINDOW_MIN = 30
 SCAN_LIMIT = 20_000  # message_log rows read per tick at most
+START_SCAN = 200_000  # the first tick looks this many rows back at most for the window's start
 SLOW_EVERY_S = 5.0  # reports heavier than a count are recomputed this often
 MAX_STREAMS = 64
 DASHBOARD_DAYS = 1  # survey and busy-hour figures cover the last day
 
 
 class SmsRates:
-    """SMS in/out per minute from ``message_log``, read incrementally by primary key (bounded per tick)."""
+    """SMS in/out per minute from ``message_log``, read incrementally by primary key (bounded per tick).
 
-    def __init__(self) -> None:
+    The first update finds where the window starts by walking back from the newest row (at most
+    ``START_SCAN`` rows); the rows before it are counted once, off the reactor thread, for the totals.
+    """
+
+    def __init__(self, factory: Callable[[], Any], in_thread: InThread, now: Callable[[], float]) -> None:
+        self.factory, self.in_thread, self.now = factory, in_thread, now
         self.last_id: int | None = None
-        self.totals = {"MO": 0, "MT": 0}
+        self.seen = {"MO": 0, "MT": 0}  # rows after the window start
+        self.before: Cached[dict[str, int]] | None = None  # rows up to the window start
         self.buckets: dict[tuple[str, int], int] = {}
 
     def update(self, session: Any, now: float) -> None:
         since = now - WINDOW_MIN * 60
         if self.last_id is None:
-            for direction, count in session.execute(select(MessageLog.direction, func.count())
-                                                    .group_by(MessageLog.direction)):
-                self.totals[direction] = count
-            start = session.scalar(select(func.min(MessageLog.id)).where(MessageLog.at >= since))
-            self.last_id = (start - 1) if start is not None else (session.scalar(select(func.max(MessageLog.id))) or 0)
-            count_totals = False
-        else:
-            count_totals = True
+            self.last_id = _window_start(session, since)
+            self.before = Cached(lambda start=self.last_id: self._counts_upto(start), self.now, self.in_thread,
+                                 float("inf"), what="message_log totals")
+            self.before.get()
         rows = session.execute(select(MessageLog.id, MessageLog.direction, MessageLog.at)
                                .where(MessageLog.id > self.last_id).order_by(MessageLog.id).limit(SCAN_LIMIT)).all()
         for row_id, direction, at in rows:
             self.last_id = row_id
-            if count_totals:
-                self.totals[direction] = self.totals.get(direction, 0) + 1
+            self.seen[direction] = self.seen.get(direction, 0) + 1
             if at >= since:
                 key = (direction, int(at // 60))
                 self.buckets[key] = self.buckets.get(key, 0) + 1
         oldest = int(since // 60)
         self.buckets = {k: v for k, v in self.buckets.items() if k[1] > oldest}
 
+    def _counts_upto(self, last_id: int) -> dict[str, int]:
+        with self.factory() as session:
+            return dict(session.execute(select(MessageLog.direction, func.count()).where(MessageLog.id <= last_id)
+                                        .group_by(MessageLog.direction)).all())
+
+    def totals(self) -> dict[str, int]:
+        before = (self.before.value if self.before is not None else None) or {}
+        return {d: before.get(d, 0) + self.seen.get(d, 0) for d in ("MO", "MT")}
+
     def as_dict(self, now: float) -> dict[str, Any]:
         minute = int(now // 60)
         minutes = range(minute - WINDOW_MIN + 1, minute + 1)
-        return {"in_total": self.totals.get("MO", 0), "out_total": self.totals.get("MT", 0),
+        totals = self.totals()
+        return {"in_total": totals["MO"], "out_total": totals["MT"],
                 "in_per_min": [self.buckets.get(("MO", m), 0) for m in minutes],
                 "out_per_min": [self.buckets.get(("MT", m), 0) for m in minutes]}
+
+
+def _window_start(session: Any, since: float) -> int:
+    """The id just before the window's first row: walk back from the newest row (bounded)."""
+    newest = session.scalar(select(func.max(MessageLog.id))) or 0
+    floor = max(0, newest - START_SCAN)
+    older = session.scalar(select(MessageLog.id).where(MessageLog.id > floor, MessageLog.at < since)
+                           .order_by(MessageLog.id.desc()).limit(1))
+    return older if older is not None else floor
 
 
 def _campaign_rows(report: Mapping[str, Any], names: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -167,37 +194,12 @@ def product_card(report: Mapping[str, Any]) -> dict[str, Any]:
                      for arm, a in arms.items()}}
 
 
-class ProductsCard:
-    """The products card, recomputed at most once a minute in a thread when the reactor has one."""
+def _products_card(gateway: Any) -> dict[str, Any] | None:
+    from notifier.product_reports import product_report
 
-    def __init__(self, gateway: Any):
-        self.gateway = gateway
-        self.value: dict[str, Any] | None = None
-        self._at = float("-inf")
-        self._busy = False
-
-    def current(self, now: float) -> dict[str, Any] | None:
-        if not self._busy and now - self._at >= PRODUCTS_EVERY_S:
-            self._at, self._busy = now, True
-            reactor = self.gateway.reactor
-            if hasattr(reactor, "callInThread"):
-                reactor.callInThread(lambda: reactor.callFromThread(self._store, self._compute(now)))
-            else:
-                self._store(self._compute(now))
-        return self.value
-
-    def _compute(self, now: float) -> dict[str, Any] | None:
-        try:
-            from notifier.product_reports import product_report
-
-            with self.gateway.db() as session:
-                return product_card(product_report(session, now, now - 7 * 86400.0))
-        except Exception:
-            log.failure("dashboard: the products card failed; it stays as it was")
-            return self.value
-
-    def _store(self, value: dict[str, Any] | None) -> None:
-        self.value, self._busy = value, False
+    now = gateway.now()
+    with gateway.db() as session:
+        return product_card(product_report(session, now, now - 7 * 86400.0))
 
 
 class StatsSource:
@@ -206,20 +208,20 @@ class StatsSource:
     def __init__(self, gateway: Any, provider: Callable[[], Mapping[str, Any]] | None = None):
         self.gateway = gateway
         self.provider = provider
-        self.rates = SmsRates()
+        in_thread = in_thread_of(gateway.reactor)
+        self.rates = SmsRates(lambda: gateway.db(), in_thread, gateway.now)
         self._cached: tuple[float, dict[str, Any]] | None = None
-        self._slow: tuple[float, dict[str, Any]] = (float("-inf"), {})
-        self.products = ProductsCard(gateway)
+        self._slow = Cached(lambda: _slow_stats(gateway, gateway.now()), gateway.now, in_thread, SLOW_EVERY_S,
+                            what="dashboard reports")
+        self.products = Cached(lambda: _products_card(gateway), gateway.now, in_thread, PRODUCTS_EVERY_S,
+                               what="the products card")
 
     def current(self) -> dict[str, Any]:
         now = self.gateway.now()
         if self._cached is not None and now - self._cached[0] < 1.0:
             return self._cached[1]
-        stats = self._from_db(now)
-        if now - self._slow[0] >= SLOW_EVERY_S:
-            self._slow = (now, _slow_stats(self.gateway, now))
-        stats = merge(stats, self._slow[1])
-        products = self.products.current(now)
+        stats = merge(self._from_db(now), self._slow.get() or {})
+        products = self.products.get()
         if products is not None:
             stats["products"] = products
         if self.provider is not None:
@@ -236,9 +238,11 @@ class StatsSource:
 
     def _from_db(self, now: float) -> dict[str, Any]:
         gw = self.gateway
+        figures = outbox_figures(gw).get()
+        outbox: dict[str, Any] = {}
+        if figures is not None:
+            outbox = {**figures.depth, "oldest_queued_age_s": round(figures.oldest_queued_age(now), 1)}
         with gw.db() as session:
-            outbox: dict[str, Any] = dict(Outbox.depth_by_state(session))
-            outbox["oldest_queued_age_s"] = round(Outbox.oldest_queued_age(session, now), 1)
             self.rates.update(session, now)
         snapshot = gw.snapshot
         started = getattr(gw, "started_at", now)

@@ -116,9 +116,8 @@ class Gateway:
         if problems:
             raise FixtureError(problems)
         snapshot = self._build_snapshot(parsed)
-        parsed["_now"] = self.now()
         with transaction(self.db) as session:
-            counts = load_set(session, parsed, sections)
+            counts = load_set(session, parsed, sections, self.now())
             session.add(FixtureSetRow(loaded_at=self.now(), source=source[:200], files=dict(files),
                                       counts=counts))
         self._swap(snapshot)

@@ -502,7 +502,7 @@ def parse_campaigns(doc: Doc | None, parsed: Parsed) -> tuple[dict[str, Campaign
 def load_campaigns(session: Any, campaigns: Mapping[str, Campaign], parsed: Parsed) -> int:
     """Make sure every campaign has a state row; ops' pauses survive a reload."""
     known = set(session.scalars(select(CampaignState.campaign_id)))
-    now = float(parsed.get("_now") or datetime.now().timestamp())
+    now = float(parsed["_now"])  # set by load_set from the injected clock
     for campaign_id in campaigns:
         if campaign_id not in known:
             session.add(CampaignState(campaign_id=campaign_id, state="active", changed_at=now))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -374,7 +373,7 @@ def parse_projects(doc: Doc | None, parsed: Parsed) -> tuple[ProjectBook, list[P
 def load_projects(session: Any, book: ProjectBook, parsed: Parsed) -> int:
     """A draft state row for every new project (ops' approvals survive a reload); the listed numbers
     join the do-not-call table (numbers added at run time stay)."""
-    now = float(parsed.get("_now") or datetime.now().timestamp())
+    now = float(parsed["_now"])  # set by load_set from the injected clock
     known = set(session.scalars(select(ProjectState.project_id)))
     for project_id in book.projects:
         if project_id not in known:

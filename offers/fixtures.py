@@ -222,8 +222,10 @@ def parse_set(files: Mapping[str, str], sections: Iterable[Section]) -> tuple[Pa
     return parsed, problems
 
 
-def load_set(session: Any, parsed: Parsed, sections: Iterable[Section]) -> dict[str, int]:
-    """Write every section in the caller's transaction; returns counts per section."""
+def load_set(session: Any, parsed: Parsed, sections: Iterable[Section], now: float) -> dict[str, int]:
+    """Write every section in the caller's transaction at ``now`` (the injected clock's time, which
+    sections read as ``parsed["_now"]``); returns counts per section."""
+    parsed["_now"] = now
     counts = {}
     for section in sections:
         if section.load is not None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -387,8 +386,7 @@ def subscriber_row(item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _load_now(parsed: Parsed) -> float:
-    # fixture loads are ops actions; the caller may pin the clock with parsed["_now"] (tests, replays)
-    return float(parsed.get("_now") or time.time())
+    return float(parsed["_now"])  # set by load_set from the injected clock
 
 
 def load_subscribers(session: Session, items: list[dict], parsed: Parsed) -> int:

@@ -156,9 +156,9 @@ def test_the_dialer_never_calls_an_excluded_number(parsed, tmp_path):
     db.migrate(engine)
     factory = db.session_factory(engine)
     at = DAY + 10 * 3600
-    parsed = dict(parsed, _now=at)
+    parsed = dict(parsed)
     with db.transaction(factory) as session:
-        load_set(session, parsed, all_sections())
+        load_set(session, parsed, all_sections(), at)
         generate(session, 3000, seed=42, now=at)
     rng = random.Random(42)
     with db.transaction(factory) as session:

@@ -9,7 +9,7 @@ from offers.db import session_factory
 from offers.fixtures import load_set
 from offers.models import Offer, Refusal, Subscriber, Subscription
 from offers.sections import SECTIONS
-from tests.test_offers_support import BACKENDS, demo_files, load_demo, make_test_engine, parse_demo
+from tests.test_offers_support import BACKENDS, NOW, demo_files, load_demo, make_test_engine, parse_demo
 
 
 def problems_of(**changes: str) -> list[str]:
@@ -137,7 +137,7 @@ def test_load_counts_and_reload_keeps_opt_out(backend, tmp_path):
         parsed, _ = parse_demo()
         parsed["offers.offers"] = parsed["offers.offers"][1:]
         with factory() as s, s.begin():
-            counts = load_set(s, parsed, SECTIONS)
+            counts = load_set(s, parsed, SECTIONS, NOW)
             assert counts["offers.subscribers"] == 100
             assert s.get(Offer, "LL10").retired is True
     finally:

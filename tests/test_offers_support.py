@@ -28,7 +28,6 @@ def demo_files() -> dict[str, str]:
 def parse_demo(**changes: str):
     files = {**demo_files(), **changes}
     parsed, problems = parse_set(files, SECTIONS)
-    parsed["_now"] = NOW
     return parsed, problems
 
 
@@ -77,4 +76,4 @@ def load_demo(engine) -> None:
     parsed, problems = parse_demo()
     assert not problems, problems
     with session_factory(engine)() as session, session.begin():
-        load_set(session, parsed, SECTIONS)
+        load_set(session, parsed, SECTIONS, NOW)

@@ -147,9 +147,8 @@ def demo_db(tmp_path):
     factory = db.session_factory(engine)
     parsed, problems = parse_set(demo_files(), all_sections())
     assert problems == []
-    parsed["_now"] = AT
     with db.transaction(factory) as session:
-        load_set(session, parsed, all_sections())
+        load_set(session, parsed, all_sections(), AT)
     yield factory, parsed
     engine.dispose()
 

@@ -15,7 +15,13 @@ before the answer otherwise failed; after it, the call is over), ``DtmfReceived`
 
 Commands out: :class:`Dial`, :class:`Cancel`, :class:`Hangup`, :class:`Prompt` (outbound IVR),
 :class:`Order` (press 1, or an agent's accepted outcome), :class:`OptOut` (press 9 / asked an
-agent), :class:`Refused`, and :class:`Record` (one per attempt, the call record).
+agent), :class:`Refused` (press 3, "not interested", or the agent's refused outcome), and
+:class:`Record` (one per attempt, the call record).
+
+Outbound IVR keys (:data:`IVR_KEYS`): 1 orders, 2 plays the offer again (at most ``max_hearings``
+times in all; a 2 after that ends the call without an order), 3 refuses the product, 9 opts out of
+calls. Any other key is ignored; no key within ``ivr_timeout_s``, or the callee's hang-up, ends the
+call as ``hungup`` (no refusal is recorded).
 
 Attempts: a number that is busy, not answered within the ring timeout, or failed is dialled
 again after the project's back-off, up to its attempt limit, only when ``allowed(target, t)``
@@ -46,7 +52,8 @@ from typing import Any
 from ivr.queue import Agent, AgentPickedUp, AgentQueue, CallAbandoned, CallHandled
 from ivr.sip.uac import Answered, DtmfReceived, Failed, HungUp, TimedOut, UacEvent
 
-__all__ = ["Cancel", "Dial", "DialConfig", "Dialer", "Hangup", "OptOut", "Order", "Prompt", "Record", "Refused"]
+__all__ = ["IVR_KEYS", "Cancel", "Dial", "DialConfig", "Dialer", "Hangup", "OptOut", "Order", "Prompt", "Record",
+           "Refused"]
 
 
 def _calls_for(available: float, rate: float, z: float) -> float:
@@ -81,7 +88,7 @@ class Hangup:
 class Prompt:
     call_id: str
     text: str
-    state: str  # menu | bye
+    state: str  # the X-IVR-State it is sent with: menu
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +134,8 @@ class Record:
 
 Command = Dial | Cancel | Hangup | Prompt | Order | OptOut | Refused | Record
 RETRY = {"busy", "no_answer", "failed"}
+# the outbound IVR's keys -> the outcome that ends the call; "2" (hear it again) is handled before
+IVR_KEYS = {"1": "accepted", "3": "refused", "9": "opted_out", "2": "hungup"}
 
 
 @dataclass(frozen=True)
@@ -144,6 +153,7 @@ class DialConfig:
     aht_s: float = 180.0
     prompt: str = ""
     ivr_timeout_s: float = 20.0
+    max_hearings: int = 3  # the offer is played at most this many times in one call
     expected_answer_rate: float = 0.45
     converse: Callable[[Any, str, random.Random], Any] | None = None  # (target, agent id, rng) -> Conversation
     bucket_s: float = 900.0  # width of the figures-over-time buckets
@@ -441,13 +451,12 @@ class Dialer:
         call.timer = self._push(self._now() + self.config.ivr_timeout_s, _TIMER_IVR, call)
 
     def _key(self, call: _Call, digit: str) -> None:
-        if digit == "2" and call.prompts < 3:
+        if digit == "2" and call.prompts < self.config.max_hearings:
             self._prompt(call)
             return
-        outcome = {"1": "accepted", "9": "opted_out", "2": "hungup"}.get(digit)  # 2 after three hearings: no order
+        outcome = IVR_KEYS.get(digit)
         if outcome is None:
             return
-        self._out.append(Prompt(call.call_id, "", "bye"))
         self._out.append(Hangup(call.call_id))
         self._finish(call, outcome)
 

@@ -94,7 +94,7 @@ class ProjectRun:
             self._dial(command)
         elif isinstance(command, Prompt):
             handle = self.handles.get(command.call_id)
-            if handle is not None and command.text:
+            if handle is not None:
                 handle.send_prompt(command.text, command.state, {"X-Offer-Code": self.offers.get(command.call_id, "")})
         elif isinstance(command, (Cancel, Hangup)):
             handle = self.handles.pop(command.call_id, None)

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.sections import all_sections
-from ivr.dialer import Cancel, Dial, Dialer, Hangup, OptOut, Order, Prompt, Record
+from ivr.dialer import Cancel, Dial, Dialer, Hangup, OptOut, Order, Prompt, Record, Refused
 from ivr.dialer_project import agents_for, allowed_fn, dial_config
 from ivr.dialer_sim import CalleeModel, CalleeNetwork, SimClock, run
 from ivr.sip.uac import Answered, DtmfReceived, Failed, HungUp
@@ -119,12 +119,15 @@ def test_answered_call_without_a_free_agent_for_2s_is_abandoned(parsed):
 
 
 def test_outbound_ivr_keys(parsed):
+    """1 orders, 2 plays the offer again (three hearings at most), 3 refuses the product, 9 opts out;
+    a hang-up after the offer is no refusal."""
     clock = SimClock(DAY + 11 * 3600)
-    dialer, project = make(parsed, "video-ivr", targets(3, "SPHY", clock.t), clock)
+    dialer, project = make(parsed, "video-ivr", targets(5, "SPHY", clock.t), clock)
     dials = kinds(dialer.advance(), Dial)
-    assert len(dials) == 3 and all(d.offer == "SPHY" for d in dials)
+    assert len(dials) == 5 and all(d.offer == "SPHY" for d in dials)
     prompts = [kinds(dialer.on_event(Answered(d.call_id)), Prompt)[0] for d in dials]
     assert prompts[0].text == project.prompt and prompts[0].state == "menu"
+    assert "按3" in project.prompt
     out = dialer.on_event(DtmfReceived(dials[0].call_id, "1"))
     assert kinds(out, Order) == [Order(dials[0].call_id, dials[0].msisdn, "SPHY")]
     assert kinds(out, Record)[0].outcome == "accepted"
@@ -132,7 +135,17 @@ def test_outbound_ivr_keys(parsed):
     out = dialer.on_event(DtmfReceived(dials[1].call_id, "9"))
     assert kinds(out, OptOut) == [OptOut(dials[1].call_id, dials[1].msisdn)]
     out = dialer.on_event(HungUp(dials[2].call_id, True))
-    assert kinds(out, Record)[0].outcome == "hungup" and not kinds(out, Order)
+    assert kinds(out, Record)[0].outcome == "hungup" and not kinds(out, Order) and not kinds(out, Refused)
+    assert kinds(dialer.on_event(DtmfReceived(dials[3].call_id, "2")), Prompt)  # hear it again, then not interested
+    assert not dialer.on_event(DtmfReceived(dials[3].call_id, "7"))  # not a key of this menu: ignored
+    out = dialer.on_event(DtmfReceived(dials[3].call_id, "3"))
+    assert kinds(out, Refused) == [Refused(dials[3].call_id, dials[3].msisdn, "SPHY")]
+    assert kinds(out, Record)[0].outcome == "refused" and kinds(out, Hangup) and not kinds(out, Order)
+    for _ in range(2):  # the third hearing is the last: a 2 after it ends the call without an order
+        assert kinds(dialer.on_event(DtmfReceived(dials[4].call_id, "2")), Prompt)
+    out = dialer.on_event(DtmfReceived(dials[4].call_id, "2"))
+    assert kinds(out, Record)[0].outcome == "hungup" and not kinds(out, Refused) and not kinds(out, Prompt)
+    assert dialer.summary()["outcomes"] == {"accepted": 1, "hungup": 2, "opted_out": 1, "refused": 1}
 
 
 def test_predictive_keeps_abandons_under_the_ceiling_and_agents_busy(parsed):

@@ -26,6 +26,10 @@ call as ``hungup`` (no refusal is recorded).
 Attempts: a number that is busy, not answered within the ring timeout, or failed is dialled
 again after the project's back-off, up to its attempt limit, only when ``allowed(target, t)``
 says so (the calling window and the callee's quiet hours: it returns the first allowed time).
+With ``week`` (a :class:`notifier.projects_plan.WeekCalls`, shared by every project's dialer) a
+number is dialled only while its calls that reached the phone in the rolling week (answered, busy,
+unanswered; the plan's history and this dialer's) stay under the voice policy's calls per week;
+a redial over it waits until the oldest such call leaves the week.
 
 Agents are the IVR's :class:`~ivr.queue.AgentQueue` (skills, shifts, handling times). An answered
 call is offered to it with a patience of ``abandon_after_s``: no free agent by then and the
@@ -199,8 +203,8 @@ _TIMER_RING, _TIMER_RETRY, _TIMER_IVR = 0, 1, 2
 
 class Dialer:
     def __init__(self, config: DialConfig, targets: Iterable[Any], *, now: Callable[[], float], rng: random.Random,
-                 allowed: Callable[[Any, float], float | None]) -> None:
-        self.config, self._now, self._rng, self._allowed = config, now, rng, allowed
+                 allowed: Callable[[Any, float], float | None], week: Any = None) -> None:
+        self.config, self._now, self._rng, self._allowed, self._week = config, now, rng, allowed, week
         self._heap: list[list] = []
         self._seq = 0
         self._ready: deque[_Number] = deque()
@@ -222,6 +226,8 @@ class Dialer:
         self._busy_mark = (now(), 0.0, 0.0)
         for target in targets:
             self._open_numbers += 1
+            if week is not None:
+                week.seed(target.msisdn, getattr(target, "week_calls", ()))
             self._schedule_number(_Number(target), target.not_before)
 
     # ----------------------------------------------------------------- public
@@ -287,8 +293,8 @@ class Dialer:
         heapq.heappush(self._heap, entry)
         return entry
 
-    def _schedule_number(self, number: _Number, at: float) -> None:
-        when = self._allowed(number.target, max(at, self._now()))
+    def _schedule_number(self, number: _Number, at: float | None) -> None:
+        when = None if at is None else self._allowed(number.target, max(at, self._now()))
         if when is None:
             self._open_numbers -= 1  # no allowed time left (the window is over): it stays for another day
             return
@@ -333,7 +339,14 @@ class Dialer:
     def _pace(self) -> None:
         n = self._can_dial()
         while n > 0 and self._ready:
-            self._dial(self._ready.popleft())
+            number = self._ready.popleft()
+            if self._week is not None:
+                now = self._now()
+                free = self._week.free_at(number.target.msisdn, now)
+                if free is None or free > now:  # at the calls a week: later, or (limit 0) never
+                    self._schedule_number(number, free)
+                    continue
+            self._dial(number)
             n -= 1
 
     def _dial(self, number: _Number) -> None:
@@ -344,6 +357,8 @@ class Dialer:
         call.timer = self._push(t + self.config.ring_timeout_s, _TIMER_RING, call)
         self._calls[call_id] = call
         self._ringing += 1
+        if self._week is not None:
+            self._week.dialled(number.target.msisdn, t)
         self.stats.counts["dialled"] += 1
         self._bucket(t).dialled += 1
         self._out.append(Dial(call_id, number.target.msisdn, number.attempts, number.target.offer))
@@ -481,6 +496,8 @@ class Dialer:
             self._ringing -= 1
             self._answers[1] += 1
         number, target = call.number, call.number.target
+        if self._week is not None:
+            self._week.ended(target.msisdn, call.started, outcome)
         self.stats.counts[f"outcome:{outcome}"] += 1
         conv = call.conversation
         self._out.append(Record(

@@ -27,8 +27,8 @@ from ivr.outbound_sip import listen_outbound
 from ivr.sip.uac import Failed, TooManyCalls
 from notifier import policy, projects_calls, projects_lifecycle
 from notifier.campaigns import send_window
-from notifier.projects import Project, ProjectBook
-from notifier.projects_plan import iter_stage, plan
+from notifier.projects import Project, ProjectBook, VoicePolicy
+from notifier.projects_plan import WeekCalls, iter_stage, plan
 
 __all__ = ["DialerService", "ProjectRun"]
 
@@ -46,8 +46,10 @@ class ProjectRun:
         start, end = send_window(project.window, gw.now(), tz)
         self.until = end  # the agents' shift: the next day's window is a new run, planned again
         book: ProjectBook = owner.book()
+        owner.week.limit = book.voice.calls_per_week
         self.dialer = Dialer(dial_config(project, agents_for(project, start, end)), targets, now=gw.now,
-                             rng=random.Random(f"{project.id}:{stage}"), allowed=allowed_fn(project, book, tz))
+                             rng=random.Random(f"{project.id}:{stage}"), allowed=allowed_fn(project, book, tz),
+                             week=owner.week)
         self.handles: dict[str, Any] = {}
         self.offers: dict[str, str] = {}
         self._timer = None
@@ -127,6 +129,7 @@ class DialerService(service.Service):
         self.gw, self._poke, self._host = gateway, poke, host
         self.port = None
         self.runs: dict[str, ProjectRun] = {}
+        self.week = WeekCalls(VoicePolicy().calls_per_week)  # every project's calls, per number
         self._writes: list[tuple[ProjectRun, Any]] = []
         self._flush_call = None
         self._loop: task.LoopingCall | None = None

@@ -9,7 +9,10 @@
 4. the offer: the first of the project's offers not subscribed (``subscribed``) and not refused
    within ``voice_policy.refusal_days`` (``refused_recently``);
 5. ``already_called``: this project already finished with the number (answered, or out of attempts);
-6. ``calls_week``: ``voice_policy.calls_per_week`` answered marketing calls in the rolling 7 days;
+6. ``calls_week``: ``voice_policy.calls_per_week`` marketing calls in the rolling 7 days, every
+   project, counted as the subscriber counts them: every attempt that reached the phone (answered,
+   busy, or rang unanswered; a call that failed in the network does not count). The dialer keeps to
+   the same limit while it redials (:class:`WeekCalls`);
 7. ``prefers_sms``: channel preference SMS; with the project's ``sms_campaign`` the subscriber is
    listed under ``sms_instead`` (that campaign's own plan then applies its SMS rules).
 
@@ -24,7 +27,7 @@ import hashlib
 import heapq
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,8 +46,10 @@ from offers.models import Refusal, Subscriber, Subscription
 
 REASONS = ("no_consent", "opted_out", "do_not_call", "complained", "subscribed", "refused_recently",
            "already_called", "calls_week", "prefers_sms")
-# outcomes of a call that was answered: it counts in the weekly limit and ends the project's attempts
+# outcomes of a call that was answered: it ends the project's attempts
 ANSWERED = ("accepted", "refused", "opted_out", "hungup", "abandoned")
+# outcomes of a call that reached the subscriber's phone: each counts in voice_policy.calls_per_week
+REACHED = frozenset((*ANSWERED, "busy", "no_answer"))
 SAMPLE = 20
 WEEK = 7 * policy.DAY
 
@@ -55,7 +60,7 @@ class VoiceHistory:
     subscribed: frozenset[str] = frozenset()
     refusals: tuple[tuple[str, float], ...] = ()
     complaints: tuple[float, ...] = ()
-    answered_calls: tuple[float, ...] = ()  # answered marketing calls (any project)
+    week_calls: tuple[float, ...] = ()  # starts of marketing calls that reached the phone (any project, 7 days)
     done: bool = False  # this project finished with the number
 
 
@@ -71,6 +76,7 @@ class Target:
     trial: bool
     fit: float  # 1.0 when the subscriber is eligible for the offer, else lower: the callee's propensity scales by it
     not_before: float = 0.0
+    week_calls: tuple[float, ...] = ()  # calls that reached the phone in the 7 days before the plan
 
 
 def _no(code: str, reason: str) -> policy.Decision:
@@ -111,13 +117,53 @@ def decide(facts: Mapping[str, Any], history: VoiceHistory, project: Project, bo
         return chosen
     if history.done:
         return _no("already_called", f"already called by {project.id}")
-    week = sum(1 for at in history.answered_calls if at > now - WEEK)
+    week = sum(1 for at in history.week_calls if at > now - WEEK)
     if week >= book.voice.calls_per_week:
-        return _no("calls_week", f"{week} answered marketing call(s) in 7 days, limit {book.voice.calls_per_week}")
+        return _no("calls_week", f"{week} marketing call(s) in 7 days (answered, busy or unanswered), "
+                                 f"limit {book.voice.calls_per_week}")
     if facts.get("channel_pref") == "sms":
         why = f"prefers SMS: gets campaign {project.sms_campaign}" if project.sms_campaign else "prefers SMS"
         return _no("prefers_sms", why)
     return chosen
+
+
+class WeekCalls:
+    """The calls that reached each number in the rolling week, shared by the dialers of every project,
+    so that redials (and two projects dialling at once) keep to ``voice_policy.calls_per_week``.
+
+    A call counts from the moment it is dialled (it may reach the phone) until it ends without
+    reaching it (``ended`` with an outcome outside :data:`REACHED`). ``seed`` adds the plan's history;
+    a call already known (the same start time) is not counted twice. ``limit`` may change (a reload)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._calls: dict[str, list[float]] = {}
+
+    def seed(self, msisdn: str, starts: Iterable[float]) -> None:
+        known = self._calls.setdefault(msisdn, [])
+        known.extend(t for t in starts if t not in known)
+        known.sort()
+
+    def dialled(self, msisdn: str, at: float) -> None:
+        self.seed(msisdn, (at,))
+
+    def ended(self, msisdn: str, started_at: float, outcome: str) -> None:
+        known = self._calls.get(msisdn)
+        if outcome not in REACHED and known and started_at in known:
+            known.remove(started_at)
+
+    def free_at(self, msisdn: str, now: float) -> float | None:
+        """``now`` when ``msisdn`` may be called under the limit, else the time the call that keeps it
+        at the limit leaves the week; None when the limit is 0 (no calls at all)."""
+        if self.limit <= 0:
+            return None
+        known = self._calls.get(msisdn)
+        while known and known[0] <= now - WEEK:
+            known.pop(0)
+        if not known:
+            self._calls.pop(msisdn, None)
+            return now
+        return now if len(known) < self.limit else known[len(known) - self.limit] + WEEK
 
 
 def trial_rank(project: Project, msisdn: str) -> float:
@@ -169,12 +215,12 @@ def voice_histories(conn: Connection, lo: str, hi: str, project: Project, now: f
     c = ProjectCall.__table__.c
     for msisdn, pid, at, outcome, attempt in conn.execute(
             select(c.msisdn, c.project_id, c.started_at, c.outcome, c.attempt).where(c.msisdn.between(lo, hi))):
-        if outcome in ANSWERED and at > now - WEEK:
-            put(msisdn, "answered_calls", at)
+        if outcome in REACHED and at > now - WEEK:
+            put(msisdn, "week_calls", at)
         if pid == project.id and (outcome in ANSWERED or attempt >= project.attempts):
             put(msisdn, "done", True)
     return {m: VoiceHistory(bool(p.get("dnc")), frozenset(p.get("subscribed", ())), tuple(p.get("refusals", ())),
-                            tuple(p.get("complaints", ())), tuple(p.get("answered_calls", ())), bool(p.get("done")))
+                            tuple(p.get("complaints", ())), tuple(p.get("week_calls", ())), bool(p.get("done")))
             for m, p in parts.items()}
 
 
@@ -254,7 +300,7 @@ def _consider(plan: ProjectPlan, row: Any, history: VoiceHistory, book: ProjectB
     not_before = quiet_until(start, tz, book)
     plan.held_quiet += not_before != start
     plan.targets.append(Target(row.msisdn, decision.offer, row.value_grade or "", tz, False,
-                               fit(project, decision.offer, facts, catalog), not_before))
+                               fit(project, decision.offer, facts, catalog), not_before, history.week_calls))
 
 
 def _mark_trial(plan: ProjectPlan) -> None:

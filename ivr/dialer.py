@@ -340,14 +340,22 @@ class Dialer:
         n = self._can_dial()
         while n > 0 and self._ready:
             number = self._ready.popleft()
-            if self._week is not None:
-                now = self._now()
-                free = self._week.free_at(number.target.msisdn, now)
-                if free is None or free > now:  # at the calls a week: later, or (limit 0) never
-                    self._schedule_number(number, free)
-                    continue
-            self._dial(number)
-            n -= 1
+            if self._may_dial_now(number):
+                self._dial(number)
+                n -= 1
+
+    def _may_dial_now(self, number: _Number) -> bool:
+        """Whether a ready number may be dialled now, else it is scheduled again (or dropped): the
+        window may have closed while it waited for a line, and its week may be used up."""
+        now = self._now()
+        at = self._allowed(number.target, now)
+        if at is not None and self._week is not None:
+            free = self._week.free_at(number.target.msisdn, now)
+            at = None if free is None else max(at, free)
+        if at == now:
+            return True
+        self._schedule_number(number, at)
+        return False
 
     def _dial(self, number: _Number) -> None:
         number.attempts += 1

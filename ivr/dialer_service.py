@@ -9,6 +9,10 @@ calling window); one that left them (paused, closed) has its live calls hung up 
 the window a run ends and the next day's is planned again (numbers finished are no longer targets). Calls go to ``outbound.callee_host:callee_port``
 (``run_gateway.py simulate callees`` or a sipp UAS). Finished calls, orders (second confirmation
 by SMS through the router), opt-outs and refusals are written in one transaction per reactor turn.
+
+Tests give it a ``port`` (anything with ``place_call`` returning a handle with ``send_prompt`` and
+``hangup``, as :class:`ivr.outbound_sip.OutboundSipProtocol`) and an ``in_thread`` (how a plan is
+run off the reactor: ``in_thread(fn, *args) -> Deferred``), so it runs on ``task.Clock`` alone.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
@@ -125,9 +130,11 @@ class ProjectRun:
 
 
 class DialerService(service.Service):
-    def __init__(self, gateway: Any, poke: Any = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, gateway: Any, poke: Any = None, host: str = "127.0.0.1", *, port: Any = None,
+                 in_thread: Callable[..., Any] | None = None) -> None:
         self.gw, self._poke, self._host = gateway, poke, host
-        self.port = None
+        self.port, self._own_port = port, port is None
+        self._in_thread = in_thread or self._in_reactor_pool
         self.runs: dict[str, ProjectRun] = {}
         self.week = WeekCalls(VoicePolicy().calls_per_week)  # every project's calls, per number
         self._writes: list[tuple[ProjectRun, Any]] = []
@@ -138,7 +145,8 @@ class DialerService(service.Service):
     # ----------------------------------------------------------------- service
     def startService(self) -> None:
         super().startService()
-        self.port = listen_outbound(self.gw.reactor, self._host, 0)
+        if self._own_port:
+            self.port = listen_outbound(self.gw.reactor, self._host, 0)
         self._loop = task.LoopingCall(self.sync)
         self._loop.clock = self.gw.reactor
         self._loop.start(float(self.gw.settings["outbound.sync_s"]), now=True)
@@ -151,9 +159,13 @@ class DialerService(service.Service):
             run.stop()
         self.runs.clear()
         self.flush()
-        if self.port is not None and self.port.transport is not None:
+        if self._own_port and self.port is not None and self.port.transport is not None:
             return self.port.transport.stopListening()
         return None
+
+    def _in_reactor_pool(self, fn: Callable[..., Any], *args: Any) -> Any:
+        reactor = self.gw.reactor
+        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
 
     def book(self) -> ProjectBook:
         snapshot = self.gw.snapshot
@@ -196,8 +208,7 @@ class DialerService(service.Service):
         if project.id in self._starting:
             return
         self._starting.add(project.id)
-        reactor = self.gw.reactor
-        d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), self._plan, book, project, stage)
+        d = self._in_thread(self._plan, book, project, stage)
         d.addCallback(self._started, project, stage)
         d.addErrback(lambda failure: log.error("project %s: %s stage not started: %s", project.id, stage,
                                                failure.getErrorMessage()))

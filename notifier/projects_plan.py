@@ -17,8 +17,10 @@
    listed under ``sms_instead`` (that campaign's own plan then applies its SMS rules).
 
 Quiet hours never exclude: a number inside them (in its own time zone) is called when they end
-(``not_before``). The trial batch is chosen by a seeded hash of the number (:func:`trial_rank`),
-so the same numbers are in it on every plan and in the dialer.
+(``not_before``). The trial batch is chosen by a seeded hash of the number (:func:`trial_rank`)
+among every number the target condition selects, excluded or not, so the same numbers are in it on
+every plan: a trial planned again (the next day, or started after a pause) calls what is left of
+the same batch, never new numbers in place of those it has finished with.
 """
 
 from __future__ import annotations
@@ -242,6 +244,7 @@ class ProjectPlan:
     excluded_sample: list[dict[str, str]] = field(default_factory=list)
     held_quiet: int = 0
     elapsed_s: float = 0.0
+    trial_heap: list[tuple[float, str]] = field(default_factory=list)  # a trial count's lowest ranks, negated
 
     @property
     def trial(self) -> list[Target]:
@@ -288,6 +291,7 @@ def _consider(plan: ProjectPlan, row: Any, history: VoiceHistory, book: ProjectB
     if not project.predicate(facts):
         return
     plan.targeted += 1
+    _rank_for_trial(plan, row.msisdn)
     decision = decide(facts, history, project, book, params, plan.at)
     if not decision.ok:
         if decision.code == "prefers_sms" and project.sms_campaign:
@@ -303,15 +307,27 @@ def _consider(plan: ProjectPlan, row: Any, history: VoiceHistory, book: ProjectB
                                fit(project, decision.offer, facts, catalog), not_before, history.week_calls))
 
 
+def _rank_for_trial(plan: ProjectPlan, msisdn: str) -> None:
+    """Keep the ``trial.count`` targeted numbers of lowest rank (a max-heap of negated ranks)."""
+    count, heap = plan.project.trial.count, plan.trial_heap
+    if not count:
+        return
+    entry = (-trial_rank(plan.project, msisdn), msisdn)
+    if len(heap) < count:
+        heapq.heappush(heap, entry)
+    elif entry > heap[0]:
+        heapq.heapreplace(heap, entry)
+
+
 def _mark_trial(plan: ProjectPlan) -> None:
     trial, project = plan.project.trial, plan.project
     if trial.share is not None:
         for t in plan.targets:
             t.trial = trial_rank(project, t.msisdn) < trial.share
         return
-    chosen = heapq.nsmallest(trial.count or 0, plan.targets, key=lambda t: trial_rank(project, t.msisdn))
-    for t in chosen:
-        t.trial = True
+    chosen = {msisdn for _, msisdn in plan.trial_heap}
+    for t in plan.targets:
+        t.trial = t.msisdn in chosen
 
 
 def plan(session: Session, book: ProjectBook, project_id: str, at: float, params: policy.PolicyParams, *,

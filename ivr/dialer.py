@@ -165,8 +165,8 @@ class DialConfig:
 
 @dataclass(slots=True)
 class _Number:
-    target: Any  # notifier.projects_plan.Target (msisdn, offer, segment, tz, trial, fit, not_before)
-    attempts: int = 0
+    target: Any  # notifier.projects_plan.Target (msisdn, offer, segment, tz, trial, fit, not_before, ...)
+    attempts: int = 0  # made so far, by this project (earlier runs included)
 
 
 @dataclass(slots=True)
@@ -228,7 +228,7 @@ class Dialer:
             self._open_numbers += 1
             if week is not None:
                 week.seed(target.msisdn, getattr(target, "week_calls", ()))
-            self._schedule_number(_Number(target), target.not_before)
+            self._schedule_number(_Number(target, getattr(target, "attempts_made", 0)), target.not_before)
 
     # ----------------------------------------------------------------- public
     @property

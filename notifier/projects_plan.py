@@ -8,7 +8,8 @@
 3. ``complained`` (the campaigns' rule and parameters);
 4. the offer: the first of the project's offers not subscribed (``subscribed``) and not refused
    within ``voice_policy.refusal_days`` (``refused_recently``);
-5. ``already_called``: this project already finished with the number (answered, or out of attempts);
+5. ``already_called``: this project already finished with the number (answered, or out of attempts:
+   its attempts count over every day and stage, and the dialer goes on from them);
 6. ``calls_week``: ``voice_policy.calls_per_week`` marketing calls in the rolling 7 days, every
    project, counted as the subscriber counts them: every attempt that reached the phone (answered,
    busy, or rang unanswered; a call that failed in the network does not count). The dialer keeps to
@@ -64,6 +65,7 @@ class VoiceHistory:
     complaints: tuple[float, ...] = ()
     week_calls: tuple[float, ...] = ()  # starts of marketing calls that reached the phone (any project, 7 days)
     done: bool = False  # this project finished with the number
+    attempts: int = 0  # this project's calls to the number so far
 
 
 EMPTY = VoiceHistory()
@@ -79,6 +81,7 @@ class Target:
     fit: float  # 1.0 when the subscriber is eligible for the offer, else lower: the callee's propensity scales by it
     not_before: float = 0.0
     week_calls: tuple[float, ...] = ()  # calls that reached the phone in the 7 days before the plan
+    attempts_made: int = 0  # this project's earlier attempts (other days, the trial)
 
 
 def _no(code: str, reason: str) -> policy.Decision:
@@ -215,14 +218,18 @@ def voice_histories(conn: Connection, lo: str, hi: str, project: Project, now: f
             k.msisdn.between(lo, hi), k.at > now - campaign_params.complaint_days * policy.DAY)):
         put(msisdn, "complaints", at)
     c = ProjectCall.__table__.c
-    for msisdn, pid, at, outcome, attempt in conn.execute(
-            select(c.msisdn, c.project_id, c.started_at, c.outcome, c.attempt).where(c.msisdn.between(lo, hi))):
+    for msisdn, pid, at, outcome in conn.execute(
+            select(c.msisdn, c.project_id, c.started_at, c.outcome).where(c.msisdn.between(lo, hi))):
         if outcome in REACHED and at > now - WEEK:
             put(msisdn, "week_calls", at)
-        if pid == project.id and (outcome in ANSWERED or attempt >= project.attempts):
-            put(msisdn, "done", True)
+        if pid == project.id:
+            put(msisdn, "attempts", 1)
+            if outcome in ANSWERED:
+                put(msisdn, "done", True)
     return {m: VoiceHistory(bool(p.get("dnc")), frozenset(p.get("subscribed", ())), tuple(p.get("refusals", ())),
-                            tuple(p.get("complaints", ())), tuple(p.get("week_calls", ())), bool(p.get("done")))
+                            tuple(p.get("complaints", ())), tuple(p.get("week_calls", ())),
+                            bool(p.get("done")) or len(p.get("attempts", ())) >= project.attempts,
+                            len(p.get("attempts", ())))
             for m, p in parts.items()}
 
 
@@ -304,7 +311,8 @@ def _consider(plan: ProjectPlan, row: Any, history: VoiceHistory, book: ProjectB
     not_before = quiet_until(start, tz, book)
     plan.held_quiet += not_before != start
     plan.targets.append(Target(row.msisdn, decision.offer, row.value_grade or "", tz, False,
-                               fit(project, decision.offer, facts, catalog), not_before, history.week_calls))
+                               fit(project, decision.offer, facts, catalog), not_before, history.week_calls,
+                               history.attempts))
 
 
 def _rank_for_trial(plan: ProjectPlan, msisdn: str) -> None:

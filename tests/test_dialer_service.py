@@ -6,6 +6,7 @@ pause and close hang up the live calls and stop dialling."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -211,4 +212,7 @@ def test_retries_keep_their_back_off_and_stay_inside_the_calling_window(rig):
     assert len(port.calls) == evening  # nothing from 20:00 to 09:00
     clock.pump([30.0] * 4)
     assert len(port.calls) > evening  # the next day's window: the day's run, planned again, dials on
+    clock.pump([30.0] * 6 * 60)  # to 12:00, nobody answers
     assert all(9 <= c.at.hour < 20 for c in port.calls), [c.at for c in port.calls]
+    per_number = Counter(c.msisdn for c in port.calls)
+    assert max(per_number.values()) == 3  # the attempts count over both days

@@ -282,7 +282,7 @@ class Dialer:
             "over_time": [{"t": self._bucket_start + k * self.config.bucket_s, "dialled": b.dialled,
                            "answered": b.answered, "abandoned": b.abandoned, "accepted": b.accepted,
                            "abandon_rate": round(b.abandoned / b.answered, 4) if b.answered else 0.0,
-                           "occupancy": _share(self.stats.occupancy.get(k))}
+                           "occupancy": _share(self.stats.occupancy.get(k)) if self.queue is not None else None}
                           for k, b in sorted(self.stats.buckets.items())],
         }
 

@@ -216,3 +216,29 @@ def test_retries_keep_their_back_off_and_stay_inside_the_calling_window(rig):
     assert all(9 <= c.at.hour < 20 for c in port.calls), [c.at for c in port.calls]
     per_number = Counter(c.msisdn for c in port.calls)
     assert max(per_number.values()) == 3  # the attempts count over both days
+
+
+def test_a_run_waits_for_its_window_and_is_planned_again_when_its_definition_changes(rig):
+    gw, clock, port, svc = rig
+    clock.advance(datetime(2026, 12, 3, 8, 0, tzinfo=CST).timestamp() - clock.seconds())
+    step(gw, "approve")
+    step(gw, "start")
+    svc.sync()
+    live = svc.live_stats()[PROJECT]
+    assert port.calls == [] and live["waiting_until"] == "2026-12-03T09:00:00+08:00"
+    assert live["window"] == {"start": "2026-12-03T09:00:00+08:00", "end": "2026-12-03T20:00:00+08:00"}
+    clock.pump([60.0] * 61)
+    assert port.live() and svc.live_stats()[PROJECT]["waiting_until"] is None
+    run, calls = svc.runs[PROJECT], list(port.live())
+    gw.apply_fixtures(gw_files_with_prompt(PROMPT + "(新)"), "test")
+    svc.sync()  # the prompt changed: the run stops (its calls hung up) and is planned again
+    assert all(c.hung_up for c in calls)
+    assert svc.runs[PROJECT] is not run and svc.runs[PROJECT].project.prompt == PROMPT + "(新)"
+
+
+def gw_files_with_prompt(prompt: str) -> dict[str, str]:
+    files = fixture_files()
+    doc = yaml.safe_load(files["projects.yaml"])
+    doc["projects"][-1]["prompt"] = prompt
+    files["projects.yaml"] = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
+    return files

@@ -267,13 +267,13 @@ def test_a_pressed_3_keeps_the_product_off_calls_and_the_shelf_for_90_days(demo_
     catalog = build_catalog(parsed)
     with factory() as session:
         targets = plan(session, book, "video-ivr", AT, params).targets
-        msisdn = next(t.msisdn for t in targets
-                      if any(d.code == "SPHY" and d.rank for d in shelf_for(session, catalog, t.msisdn, AT)[1].decisions))
+        msisdn = next(t.msisdn for t in targets if any(
+            d.code == "SPHY" and d.rank for d in shelf_for(session, catalog, t.msisdn, AT, explain=True)[1].decisions))
     with db.transaction(factory) as session:
         refuse(session, msisdn, "SPHY", AT, "video-ivr")
     with factory() as session:
         result = plan(session, book, "video-ivr", AT + 3600, params)
-        shelf = shelf_for(session, catalog, msisdn, AT + 3600)[1]
+        shelf = shelf_for(session, catalog, msisdn, AT + 3600, explain=True)[1]
         later = plan(session, book, "video-ivr", AT + 91 * 86400, params)
     assert msisdn not in {t.msisdn for t in result.targets} and result.excluded["refused_recently"] >= 1
     sphy = next(d for d in shelf.decisions if d.code == "SPHY")

@@ -107,10 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     psubs = p.add_subparsers(dest="project_command", required=True)
     plan = _sub(psubs, "plan", "who would be called, who gets SMS instead, who is excluded and why (nothing is "
                 "dialled)", "python run_gateway.py project plan data-alert-call --at 2026-12-02T10:00:00+08:00 --json")
-    plan.add_argument("id")
-    plan.add_argument("--at", required=True, help="ISO time the plan is made for")
-    plan.add_argument("--db", default=DEFAULT_URL)
-    plan.add_argument("--json", action="store_true")
+    plan.add_argument("id", help="project id from projects.yaml (GET /api/projects lists them)")
+    plan.add_argument("--at", required=True, help="ISO time the plan is made for, e.g. 2026-12-02T10:00:00+08:00")
+    plan.add_argument("--db", default=DEFAULT_URL, help="database URL (the one serve uses)")
+    plan.add_argument("--json", action="store_true", help="one JSON object (keys in the README) instead of text")
 
     p = _sub(subs, "hash-password", "scrypt hash for accounts.yaml", "python run_gateway.py hash-password s3cret")
     p.add_argument("password")

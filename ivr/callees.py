@@ -11,8 +11,10 @@ silence, and is pulled toward the subscriber's own phone answer history once the
 least ``history_min`` past calls (``(p * k + answered) / (k + contacted)``). Busy follows the
 hour too, higher for the top value grades (busy people).
 
-``offer_reply(facts, offer, hour, rng, params)`` -> ``OfferReply``: accept (DTMF 1), refuse
-(DTMF 2, or hang up), opt out of calls (DTMF 9). The accept propensity grows with how well the
+``offer_reply(facts, offer, hour, rng, params, heard=n)`` -> ``OfferReply``: the keys of the outbound
+IVR (``ivr.dialer.IVR_KEYS``): accept (DTMF 1), refuse as "not interested" (DTMF 3, or just hang
+up), opt out of calls (DTMF 9); on the first hearing a callee now and then asks to hear the offer
+again (DTMF 2, ``CalleeKnobs.replay_share``) and decides on the next. The accept propensity grows with how well the
 offer fits the subscriber: ``fit`` is the shelf's ``fit x value`` (``offers.shelf.score`` divided
 by the offer's priority: segment multipliers, trigger boost, affordability). An offer the
 subscriber is not eligible for is mostly refused; the phone response history pulls the
@@ -38,8 +40,9 @@ from offers.shelf import score
 __all__ = ["CalleeKnobs", "Pickup", "OfferReply", "pickup", "offer_reply", "offer_fit", "DIGITS"]
 
 ANSWER, BUSY, NO_ANSWER = "answer", "busy", "no_answer"
-ACCEPT, REFUSE, OPT_OUT, HANG_UP = "accept", "refuse", "opt_out", "hang_up"
-DIGITS = {ACCEPT: "1", REFUSE: "2", OPT_OUT: "9"}
+ACCEPT, REFUSE, OPT_OUT, HANG_UP, REPLAY = "accept", "refuse", "opt_out", "hang_up", "replay"
+# the outbound IVR's keys (ivr.dialer.IVR_KEYS): 1 order, 2 hear it again, 3 not interested, 9 no more calls
+DIGITS = {ACCEPT: "1", REPLAY: "2", REFUSE: "3", OPT_OUT: "9"}
 
 #            0     1     2     3     4     5     6     7     8     9    10    11
 _ANSWER = (0.05, 0.03, 0.03, 0.03, 0.03, 0.05, 0.10, 0.25, 0.40, 0.50, 0.55, 0.50,
@@ -77,7 +80,8 @@ class CalleeKnobs:
     opt_out_per_complaint: float = 0.02
     opt_out_late: float = 0.05  # calls at 21:00 and later, or before 08:00
     opt_out_no_consent: float = 0.5
-    hang_up_share: float = 0.3  # of refusals that just hang up instead of pressing 2
+    hang_up_share: float = 0.3  # of refusals that just hang up instead of pressing 3
+    replay_share: float = 0.08  # of first hearings, the callee presses 2 to hear the offer again
 
 
 DEFAULT_KNOBS = CalleeKnobs()
@@ -94,7 +98,7 @@ class Pickup:
 
 @dataclass(frozen=True)
 class OfferReply:
-    action: str  # accept, refuse, opt_out, hang_up
+    action: str  # accept, refuse, opt_out, hang_up, replay
     digit: str | None  # the DTMF key, None for a hang-up
     p_accept: float
     p_opt_out: float
@@ -150,8 +154,9 @@ def offer_fit(facts: Mapping[str, Any], offer: CatalogOffer, params: SegmentPara
 
 
 def offer_reply(facts: Mapping[str, Any] | None, offer: CatalogOffer | None, hour: int, rng: random.Random,
-                params: SegmentParams | None = None, knobs: CalleeKnobs = DEFAULT_KNOBS) -> OfferReply:
-    """What the callee does with the offer prompt. See the module doc."""
+                params: SegmentParams | None = None, knobs: CalleeKnobs = DEFAULT_KNOBS, heard: int = 1,
+                ) -> OfferReply:
+    """What the callee does with the offer prompt, heard for the ``heard``-th time. See the module doc."""
     fit: float | None = None
     reasons: list[str] = []
     p_accept, p_opt_out = knobs.default_accept, knobs.opt_out_base
@@ -177,6 +182,9 @@ def offer_reply(facts: Mapping[str, Any] | None, offer: CatalogOffer | None, hou
         p_opt_out += knobs.opt_out_late
         reasons.append(f"called at {hour % 24}:00: opt-out +{knobs.opt_out_late:g}")
     p_opt_out = _clamp(p_opt_out, 0.0, 1.0 - p_accept)
+    if heard <= 1 and rng.random() < knobs.replay_share:
+        reasons.append(f"asks to hear it again ({knobs.replay_share:g} of first hearings)")
+        return OfferReply(REPLAY, DIGITS[REPLAY], p_accept, p_opt_out, fit, tuple(reasons))
     draw = rng.random()
     if draw < p_accept:
         action = ACCEPT

@@ -15,11 +15,21 @@ before the answer otherwise failed; after it, the call is over), ``DtmfReceived`
 
 Commands out: :class:`Dial`, :class:`Cancel`, :class:`Hangup`, :class:`Prompt` (outbound IVR),
 :class:`Order` (press 1, or an agent's accepted outcome), :class:`OptOut` (press 9 / asked an
-agent), :class:`Refused`, and :class:`Record` (one per attempt, the call record).
+agent), :class:`Refused` (press 3, "not interested", or the agent's refused outcome), and
+:class:`Record` (one per attempt, the call record).
+
+Outbound IVR keys (:data:`IVR_KEYS`): 1 orders, 2 plays the offer again (at most ``max_hearings``
+times in all; a 2 after that ends the call without an order), 3 refuses the product, 9 opts out of
+calls. Any other key is ignored; no key within ``ivr_timeout_s``, or the callee's hang-up, ends the
+call as ``hungup`` (no refusal is recorded).
 
 Attempts: a number that is busy, not answered within the ring timeout, or failed is dialled
 again after the project's back-off, up to its attempt limit, only when ``allowed(target, t)``
 says so (the calling window and the callee's quiet hours: it returns the first allowed time).
+With ``week`` (a :class:`notifier.projects_plan.WeekCalls`, shared by every project's dialer) a
+number is dialled only while its calls that reached the phone in the rolling week (answered, busy,
+unanswered; the plan's history and this dialer's) stay under the voice policy's calls per week;
+a redial over it waits until the oldest such call leaves the week.
 
 Agents are the IVR's :class:`~ivr.queue.AgentQueue` (skills, shifts, handling times). An answered
 call is offered to it with a patience of ``abandon_after_s``: no free agent by then and the
@@ -46,7 +56,8 @@ from typing import Any
 from ivr.queue import Agent, AgentPickedUp, AgentQueue, CallAbandoned, CallHandled
 from ivr.sip.uac import Answered, DtmfReceived, Failed, HungUp, TimedOut, UacEvent
 
-__all__ = ["Cancel", "Dial", "DialConfig", "Dialer", "Hangup", "OptOut", "Order", "Prompt", "Record", "Refused"]
+__all__ = ["IVR_KEYS", "Cancel", "Dial", "DialConfig", "Dialer", "Hangup", "OptOut", "Order", "Prompt", "Record",
+           "Refused"]
 
 
 def _calls_for(available: float, rate: float, z: float) -> float:
@@ -81,7 +92,7 @@ class Hangup:
 class Prompt:
     call_id: str
     text: str
-    state: str  # menu | bye
+    state: str  # the X-IVR-State it is sent with: menu
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +138,8 @@ class Record:
 
 Command = Dial | Cancel | Hangup | Prompt | Order | OptOut | Refused | Record
 RETRY = {"busy", "no_answer", "failed"}
+# the outbound IVR's keys -> the outcome that ends the call; "2" (hear it again) is handled before
+IVR_KEYS = {"1": "accepted", "3": "refused", "9": "opted_out", "2": "hungup"}
 
 
 @dataclass(frozen=True)
@@ -144,6 +157,7 @@ class DialConfig:
     aht_s: float = 180.0
     prompt: str = ""
     ivr_timeout_s: float = 20.0
+    max_hearings: int = 3  # the offer is played at most this many times in one call
     expected_answer_rate: float = 0.45
     converse: Callable[[Any, str, random.Random], Any] | None = None  # (target, agent id, rng) -> Conversation
     bucket_s: float = 900.0  # width of the figures-over-time buckets
@@ -151,8 +165,8 @@ class DialConfig:
 
 @dataclass(slots=True)
 class _Number:
-    target: Any  # notifier.projects_plan.Target (msisdn, offer, segment, tz, trial, fit, not_before)
-    attempts: int = 0
+    target: Any  # notifier.projects_plan.Target (msisdn, offer, segment, tz, trial, fit, not_before, ...)
+    attempts: int = 0  # made so far, by this project (earlier runs included)
 
 
 @dataclass(slots=True)
@@ -189,8 +203,8 @@ _TIMER_RING, _TIMER_RETRY, _TIMER_IVR = 0, 1, 2
 
 class Dialer:
     def __init__(self, config: DialConfig, targets: Iterable[Any], *, now: Callable[[], float], rng: random.Random,
-                 allowed: Callable[[Any, float], float | None]) -> None:
-        self.config, self._now, self._rng, self._allowed = config, now, rng, allowed
+                 allowed: Callable[[Any, float], float | None], week: Any = None) -> None:
+        self.config, self._now, self._rng, self._allowed, self._week = config, now, rng, allowed, week
         self._heap: list[list] = []
         self._seq = 0
         self._ready: deque[_Number] = deque()
@@ -212,7 +226,9 @@ class Dialer:
         self._busy_mark = (now(), 0.0, 0.0)
         for target in targets:
             self._open_numbers += 1
-            self._schedule_number(_Number(target), target.not_before)
+            if week is not None:
+                week.seed(target.msisdn, getattr(target, "week_calls", ()))
+            self._schedule_number(_Number(target, getattr(target, "attempts_made", 0)), target.not_before)
 
     # ----------------------------------------------------------------- public
     @property
@@ -266,7 +282,7 @@ class Dialer:
             "over_time": [{"t": self._bucket_start + k * self.config.bucket_s, "dialled": b.dialled,
                            "answered": b.answered, "abandoned": b.abandoned, "accepted": b.accepted,
                            "abandon_rate": round(b.abandoned / b.answered, 4) if b.answered else 0.0,
-                           "occupancy": _share(self.stats.occupancy.get(k))}
+                           "occupancy": _share(self.stats.occupancy.get(k)) if self.queue is not None else None}
                           for k, b in sorted(self.stats.buckets.items())],
         }
 
@@ -277,8 +293,8 @@ class Dialer:
         heapq.heappush(self._heap, entry)
         return entry
 
-    def _schedule_number(self, number: _Number, at: float) -> None:
-        when = self._allowed(number.target, max(at, self._now()))
+    def _schedule_number(self, number: _Number, at: float | None) -> None:
+        when = None if at is None else self._allowed(number.target, max(at, self._now()))
         if when is None:
             self._open_numbers -= 1  # no allowed time left (the window is over): it stays for another day
             return
@@ -323,8 +339,23 @@ class Dialer:
     def _pace(self) -> None:
         n = self._can_dial()
         while n > 0 and self._ready:
-            self._dial(self._ready.popleft())
-            n -= 1
+            number = self._ready.popleft()
+            if self._may_dial_now(number):
+                self._dial(number)
+                n -= 1
+
+    def _may_dial_now(self, number: _Number) -> bool:
+        """Whether a ready number may be dialled now, else it is scheduled again (or dropped): the
+        window may have closed while it waited for a line, and its week may be used up."""
+        now = self._now()
+        at = self._allowed(number.target, now)
+        if at is not None and self._week is not None:
+            free = self._week.free_at(number.target.msisdn, now)
+            at = None if free is None else max(at, free)
+        if at == now:
+            return True
+        self._schedule_number(number, at)
+        return False
 
     def _dial(self, number: _Number) -> None:
         number.attempts += 1
@@ -334,6 +365,8 @@ class Dialer:
         call.timer = self._push(t + self.config.ring_timeout_s, _TIMER_RING, call)
         self._calls[call_id] = call
         self._ringing += 1
+        if self._week is not None:
+            self._week.dialled(number.target.msisdn, t)
         self.stats.counts["dialled"] += 1
         self._bucket(t).dialled += 1
         self._out.append(Dial(call_id, number.target.msisdn, number.attempts, number.target.offer))
@@ -441,13 +474,12 @@ class Dialer:
         call.timer = self._push(self._now() + self.config.ivr_timeout_s, _TIMER_IVR, call)
 
     def _key(self, call: _Call, digit: str) -> None:
-        if digit == "2" and call.prompts < 3:
+        if digit == "2" and call.prompts < self.config.max_hearings:
             self._prompt(call)
             return
-        outcome = {"1": "accepted", "9": "opted_out", "2": "hungup"}.get(digit)  # 2 after three hearings: no order
+        outcome = IVR_KEYS.get(digit)
         if outcome is None:
             return
-        self._out.append(Prompt(call.call_id, "", "bye"))
         self._out.append(Hangup(call.call_id))
         self._finish(call, outcome)
 
@@ -472,6 +504,8 @@ class Dialer:
             self._ringing -= 1
             self._answers[1] += 1
         number, target = call.number, call.number.target
+        if self._week is not None:
+            self._week.ended(target.msisdn, call.started, outcome)
         self.stats.counts[f"outcome:{outcome}"] += 1
         conv = call.conversation
         self._out.append(Record(

@@ -17,8 +17,6 @@ from notifier.campaigns import send_window
 from notifier.projects import Project, ProjectBook
 from notifier.projects_qa import converse
 
-BYE_TEXT = "感谢您的接听,再见。"
-
 
 def agents_for(project: Project, on_s: float, off_s: float, count: int | None = None) -> tuple[Agent, ...]:
     """The project's telephone managers (电话经理), on shift for ``[on_s, off_s)``."""

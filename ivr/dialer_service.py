@@ -6,9 +6,15 @@ the HTTP API changes a project) compares the projects' lifecycle states with wha
 project that entered ``trial`` or ``rollout`` gets a :class:`ProjectRun` (its plan's targets for
 that stage, a :class:`~ivr.dialer.Dialer` on the reactor's clock, agents on shift for the day's
 calling window); one that left them (paused, closed) has its live calls hung up and stops. After
-the window a run ends and the next day's is planned again (numbers finished are no longer targets). Calls go to ``outbound.callee_host:callee_port``
-(``run_gateway.py simulate callees`` or a sipp UAS). Finished calls, orders (second confirmation
-by SMS through the router), opt-outs and refusals are written in one transaction per reactor turn.
+the window a run ends and the next day's is planned again (numbers finished are no longer targets);
+a fixture reload that changes the project or the voice policy stops its run and plans it again.
+Calls go to ``outbound.callee_host:callee_port`` (``run_gateway.py simulate callees`` or a sipp
+UAS). Finished calls, orders (second confirmation by SMS through the router), opt-outs and refusals
+are written in one transaction per reactor turn.
+
+Tests give it a ``port`` (anything with ``place_call`` returning a handle with ``send_prompt`` and
+``hangup``, as :class:`ivr.outbound_sip.OutboundSipProtocol`) and an ``in_thread`` (how a plan is
+run off the reactor: ``in_thread(fn, *args) -> Deferred``), so it runs on ``task.Clock`` alone.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
@@ -26,9 +33,9 @@ from ivr.dialer_project import agents_for, allowed_fn, dial_config
 from ivr.outbound_sip import listen_outbound
 from ivr.sip.uac import Failed, TooManyCalls
 from notifier import policy, projects_calls, projects_lifecycle
-from notifier.campaigns import send_window
-from notifier.projects import Project, ProjectBook
-from notifier.projects_plan import iter_stage, plan
+from notifier.campaigns import _iso, send_window
+from notifier.projects import Project, ProjectBook, VoicePolicy
+from notifier.projects_plan import WeekCalls, iter_stage, plan
 
 __all__ = ["DialerService", "ProjectRun"]
 
@@ -44,10 +51,13 @@ class ProjectRun:
         self.owner, self.project, self.stage = owner, project, stage
         tz = owner.timezone()
         start, end = send_window(project.window, gw.now(), tz)
-        self.until = end  # the agents' shift: the next day's window is a new run, planned again
+        self.start, self.until = start, end  # the agents' shift: the next day's window is a new run, planned again
         book: ProjectBook = owner.book()
+        self.voice = book.voice
+        owner.week.limit = book.voice.calls_per_week
         self.dialer = Dialer(dial_config(project, agents_for(project, start, end)), targets, now=gw.now,
-                             rng=random.Random(f"{project.id}:{stage}"), allowed=allowed_fn(project, book, tz))
+                             rng=random.Random(f"{project.id}:{stage}"), allowed=allowed_fn(project, book, tz),
+                             week=owner.week)
         self.handles: dict[str, Any] = {}
         self.offers: dict[str, str] = {}
         self._timer = None
@@ -75,8 +85,14 @@ class ProjectRun:
         self.handles.clear()
 
     def summary(self) -> dict[str, Any]:
+        """The dialer's figures, the run's calling window, and ``waiting_until``: with no call up, when
+        the dialer dials next (the window has not opened, quiet hours, a back-off), else None."""
+        iso = _iso(self.owner.timezone())
+        due = self.dialer.next_deadline()
+        waiting = due if not self.handles and due is not None and due > self.owner.gw.now() else None
         return {"project": self.project.id, "stage": self.stage, "live_calls": len(self.handles),
-                **self.dialer.summary()}
+                "window": {"start": iso(self.start), "end": iso(self.until)},
+                "waiting_until": iso(waiting), **self.dialer.summary()}
 
     def _reschedule(self) -> None:
         if self.stopped:
@@ -94,7 +110,7 @@ class ProjectRun:
             self._dial(command)
         elif isinstance(command, Prompt):
             handle = self.handles.get(command.call_id)
-            if handle is not None and command.text:
+            if handle is not None:
                 handle.send_prompt(command.text, command.state, {"X-Offer-Code": self.offers.get(command.call_id, "")})
         elif isinstance(command, (Cancel, Hangup)):
             handle = self.handles.pop(command.call_id, None)
@@ -122,11 +138,20 @@ class ProjectRun:
         self.offers[dial.call_id] = dial.offer
 
 
+def _definition(project: Project) -> tuple[Project, str | None]:
+    """What a run depends on, comparable across fixture reloads (a compiled target is a new object)."""
+    target = project.target.text if project.target is not None else None
+    return dataclasses.replace(project, target=None, predicate=None), target
+
+
 class DialerService(service.Service):
-    def __init__(self, gateway: Any, poke: Any = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, gateway: Any, poke: Any = None, host: str = "127.0.0.1", *, port: Any = None,
+                 in_thread: Callable[..., Any] | None = None) -> None:
         self.gw, self._poke, self._host = gateway, poke, host
-        self.port = None
+        self.port, self._own_port = port, port is None
+        self._in_thread = in_thread or self._in_reactor_pool
         self.runs: dict[str, ProjectRun] = {}
+        self.week = WeekCalls(VoicePolicy().calls_per_week)  # every project's calls, per number
         self._writes: list[tuple[ProjectRun, Any]] = []
         self._flush_call = None
         self._loop: task.LoopingCall | None = None
@@ -135,7 +160,8 @@ class DialerService(service.Service):
     # ----------------------------------------------------------------- service
     def startService(self) -> None:
         super().startService()
-        self.port = listen_outbound(self.gw.reactor, self._host, 0)
+        if self._own_port:
+            self.port = listen_outbound(self.gw.reactor, self._host, 0)
         self._loop = task.LoopingCall(self.sync)
         self._loop.clock = self.gw.reactor
         self._loop.start(float(self.gw.settings["outbound.sync_s"]), now=True)
@@ -148,9 +174,13 @@ class DialerService(service.Service):
             run.stop()
         self.runs.clear()
         self.flush()
-        if self.port is not None and self.port.transport is not None:
+        if self._own_port and self.port is not None and self.port.transport is not None:
             return self.port.transport.stopListening()
         return None
+
+    def _in_reactor_pool(self, fn: Callable[..., Any], *args: Any) -> Any:
+        reactor = self.gw.reactor
+        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
 
     def book(self) -> ProjectBook:
         snapshot = self.gw.snapshot
@@ -181,9 +211,12 @@ class DialerService(service.Service):
         now = self.gw.now()
         for pid in list(self.runs):
             run = self.runs[pid]
-            if wanted.get(pid) != run.stage or (now >= run.until and not run.handles):
+            changed = pid in book.projects and (_definition(book.projects[pid]) != _definition(run.project)
+                                                or book.voice != run.voice)
+            if wanted.get(pid) != run.stage or (now >= run.until and not run.handles) or changed:
                 self.runs.pop(pid).stop()
-                log.info("project %s: %s stage stopped dialling", pid, run.stage)
+                log.info("project %s: %s stage stopped dialling%s", pid, run.stage,
+                         " (its definition or the voice policy changed: planned again)" if changed else "")
         for pid, stage in wanted.items():
             if pid not in self.runs:
                 self._start(book, book.projects[pid], stage)
@@ -193,8 +226,7 @@ class DialerService(service.Service):
         if project.id in self._starting:
             return
         self._starting.add(project.id)
-        reactor = self.gw.reactor
-        d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), self._plan, book, project, stage)
+        d = self._in_thread(self._plan, book, project, stage)
         d.addCallback(self._started, project, stage)
         d.addErrback(lambda failure: log.error("project %s: %s stage not started: %s", project.id, stage,
                                                failure.getErrorMessage()))

@@ -3,7 +3,8 @@
 :class:`CalleeNetwork` turns the dialer's commands into the events a SIP UAC would report:
 a callee answers after a few seconds of ringing with a probability that depends on the segment
 and the hour, is busy (486), or lets it ring until the dialer cancels. In an outbound IVR call it
-presses 1 with a propensity scaled by the offer's fit, 2 now and then, 9 rarely, else hangs up.
+presses 1 with a propensity scaled by the offer's fit, 2 (hear it again) now and then, 3 (not
+interested) often, 9 rarely, else hangs up (the keys of ``ivr.dialer.IVR_KEYS``).
 :func:`run` drives a dialer and the network together until ``until`` (the bench and the tests).
 """
 
@@ -103,8 +104,10 @@ class CalleeNetwork:
             self._at(4.0, DtmfReceived(call_id, "1"))
         elif draw < p1 + 0.02:
             self._at(4.0, DtmfReceived(call_id, "9"))
-        elif draw < p1 + 0.07:
+        elif draw < p1 + 0.06:
             self._at(4.0, DtmfReceived(call_id, "2"))
+        elif draw < p1 + 0.36:
+            self._at(4.0, DtmfReceived(call_id, "3"))
         else:
             self._at(self.rng.uniform(2.0, 8.0), HungUp(call_id, True))
 

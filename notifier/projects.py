@@ -277,7 +277,7 @@ def _basics(c: _Checker, item: Mapping[str, Any], offers: set[str], campaigns: M
     if sms is not None and sms not in campaigns:
         c.add(("sms_campaign",), f"unknown campaign '{sms}' (not in campaigns.yaml)")
     if item["channel"] == "ivr" and not item.get("prompt"):
-        c.add(("prompt",), "an ivr project needs a prompt (what the callee hears before pressing 1, 2 or 9)")
+        c.add(("prompt",), "an ivr project needs a prompt (what the callee hears: 1 order, 2 hear again, 3 not interested, 9 no more calls)")
     for key in ("answer_rate", "accept_rate"):
         value = (item.get("expected") or {}).get(key)
         if value is not None and not 0 < value <= 1:

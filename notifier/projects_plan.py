@@ -8,14 +8,20 @@
 3. ``complained`` (the campaigns' rule and parameters);
 4. the offer: the first of the project's offers not subscribed (``subscribed``) and not refused
    within ``voice_policy.refusal_days`` (``refused_recently``);
-5. ``already_called``: this project already finished with the number (answered, or out of attempts);
-6. ``calls_week``: ``voice_policy.calls_per_week`` answered marketing calls in the rolling 7 days;
+5. ``already_called``: this project already finished with the number (answered, or out of attempts:
+   its attempts count over every day and stage, and the dialer goes on from them);
+6. ``calls_week``: ``voice_policy.calls_per_week`` marketing calls in the rolling 7 days, every
+   project, counted as the subscriber counts them: every attempt that reached the phone (answered,
+   busy, or rang unanswered; a call that failed in the network does not count). The dialer keeps to
+   the same limit while it redials (:class:`WeekCalls`);
 7. ``prefers_sms``: channel preference SMS; with the project's ``sms_campaign`` the subscriber is
    listed under ``sms_instead`` (that campaign's own plan then applies its SMS rules).
 
 Quiet hours never exclude: a number inside them (in its own time zone) is called when they end
-(``not_before``). The trial batch is chosen by a seeded hash of the number (:func:`trial_rank`),
-so the same numbers are in it on every plan and in the dialer.
+(``not_before``). The trial batch is chosen by a seeded hash of the number (:func:`trial_rank`)
+among every number the target condition selects, excluded or not, so the same numbers are in it on
+every plan: a trial planned again (the next day, or started after a pause) calls what is left of
+the same batch, never new numbers in place of those it has finished with.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import hashlib
 import heapq
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,8 +49,10 @@ from offers.models import Refusal, Subscriber, Subscription
 
 REASONS = ("no_consent", "opted_out", "do_not_call", "complained", "subscribed", "refused_recently",
            "already_called", "calls_week", "prefers_sms")
-# outcomes of a call that was answered: it counts in the weekly limit and ends the project's attempts
+# outcomes of a call that was answered: it ends the project's attempts
 ANSWERED = ("accepted", "refused", "opted_out", "hungup", "abandoned")
+# outcomes of a call that reached the subscriber's phone: each counts in voice_policy.calls_per_week
+REACHED = frozenset((*ANSWERED, "busy", "no_answer"))
 SAMPLE = 20
 WEEK = 7 * policy.DAY
 
@@ -55,8 +63,9 @@ class VoiceHistory:
     subscribed: frozenset[str] = frozenset()
     refusals: tuple[tuple[str, float], ...] = ()
     complaints: tuple[float, ...] = ()
-    answered_calls: tuple[float, ...] = ()  # answered marketing calls (any project)
+    week_calls: tuple[float, ...] = ()  # starts of marketing calls that reached the phone (any project, 7 days)
     done: bool = False  # this project finished with the number
+    attempts: int = 0  # this project's calls to the number so far
 
 
 EMPTY = VoiceHistory()
@@ -71,6 +80,8 @@ class Target:
     trial: bool
     fit: float  # 1.0 when the subscriber is eligible for the offer, else lower: the callee's propensity scales by it
     not_before: float = 0.0
+    week_calls: tuple[float, ...] = ()  # calls that reached the phone in the 7 days before the plan
+    attempts_made: int = 0  # this project's earlier attempts (other days, the trial)
 
 
 def _no(code: str, reason: str) -> policy.Decision:
@@ -111,13 +122,53 @@ def decide(facts: Mapping[str, Any], history: VoiceHistory, project: Project, bo
         return chosen
     if history.done:
         return _no("already_called", f"already called by {project.id}")
-    week = sum(1 for at in history.answered_calls if at > now - WEEK)
+    week = sum(1 for at in history.week_calls if at > now - WEEK)
     if week >= book.voice.calls_per_week:
-        return _no("calls_week", f"{week} answered marketing call(s) in 7 days, limit {book.voice.calls_per_week}")
+        return _no("calls_week", f"{week} marketing call(s) in 7 days (answered, busy or unanswered), "
+                                 f"limit {book.voice.calls_per_week}")
     if facts.get("channel_pref") == "sms":
         why = f"prefers SMS: gets campaign {project.sms_campaign}" if project.sms_campaign else "prefers SMS"
         return _no("prefers_sms", why)
     return chosen
+
+
+class WeekCalls:
+    """The calls that reached each number in the rolling week, shared by the dialers of every project,
+    so that redials (and two projects dialling at once) keep to ``voice_policy.calls_per_week``.
+
+    A call counts from the moment it is dialled (it may reach the phone) until it ends without
+    reaching it (``ended`` with an outcome outside :data:`REACHED`). ``seed`` adds the plan's history;
+    a call already known (the same start time) is not counted twice. ``limit`` may change (a reload)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._calls: dict[str, list[float]] = {}
+
+    def seed(self, msisdn: str, starts: Iterable[float]) -> None:
+        known = self._calls.setdefault(msisdn, [])
+        known.extend(t for t in starts if t not in known)
+        known.sort()
+
+    def dialled(self, msisdn: str, at: float) -> None:
+        self.seed(msisdn, (at,))
+
+    def ended(self, msisdn: str, started_at: float, outcome: str) -> None:
+        known = self._calls.get(msisdn)
+        if outcome not in REACHED and known and started_at in known:
+            known.remove(started_at)
+
+    def free_at(self, msisdn: str, now: float) -> float | None:
+        """``now`` when ``msisdn`` may be called under the limit, else the time the call that keeps it
+        at the limit leaves the week; None when the limit is 0 (no calls at all)."""
+        if self.limit <= 0:
+            return None
+        known = self._calls.get(msisdn)
+        while known and known[0] <= now - WEEK:
+            known.pop(0)
+        if not known:
+            self._calls.pop(msisdn, None)
+            return now
+        return now if len(known) < self.limit else known[len(known) - self.limit] + WEEK
 
 
 def trial_rank(project: Project, msisdn: str) -> float:
@@ -167,14 +218,18 @@ def voice_histories(conn: Connection, lo: str, hi: str, project: Project, now: f
             k.msisdn.between(lo, hi), k.at > now - campaign_params.complaint_days * policy.DAY)):
         put(msisdn, "complaints", at)
     c = ProjectCall.__table__.c
-    for msisdn, pid, at, outcome, attempt in conn.execute(
-            select(c.msisdn, c.project_id, c.started_at, c.outcome, c.attempt).where(c.msisdn.between(lo, hi))):
-        if outcome in ANSWERED and at > now - WEEK:
-            put(msisdn, "answered_calls", at)
-        if pid == project.id and (outcome in ANSWERED or attempt >= project.attempts):
-            put(msisdn, "done", True)
+    for msisdn, pid, at, outcome in conn.execute(
+            select(c.msisdn, c.project_id, c.started_at, c.outcome).where(c.msisdn.between(lo, hi))):
+        if outcome in REACHED and at > now - WEEK:
+            put(msisdn, "week_calls", at)
+        if pid == project.id:
+            put(msisdn, "attempts", 1)
+            if outcome in ANSWERED:
+                put(msisdn, "done", True)
     return {m: VoiceHistory(bool(p.get("dnc")), frozenset(p.get("subscribed", ())), tuple(p.get("refusals", ())),
-                            tuple(p.get("complaints", ())), tuple(p.get("answered_calls", ())), bool(p.get("done")))
+                            tuple(p.get("complaints", ())), tuple(p.get("week_calls", ())),
+                            bool(p.get("done")) or len(p.get("attempts", ())) >= project.attempts,
+                            len(p.get("attempts", ())))
             for m, p in parts.items()}
 
 
@@ -196,6 +251,7 @@ class ProjectPlan:
     excluded_sample: list[dict[str, str]] = field(default_factory=list)
     held_quiet: int = 0
     elapsed_s: float = 0.0
+    trial_heap: list[tuple[float, str]] = field(default_factory=list)  # a trial count's lowest ranks, negated
 
     @property
     def trial(self) -> list[Target]:
@@ -242,6 +298,7 @@ def _consider(plan: ProjectPlan, row: Any, history: VoiceHistory, book: ProjectB
     if not project.predicate(facts):
         return
     plan.targeted += 1
+    _rank_for_trial(plan, row.msisdn)
     decision = decide(facts, history, project, book, params, plan.at)
     if not decision.ok:
         if decision.code == "prefers_sms" and project.sms_campaign:
@@ -254,7 +311,20 @@ def _consider(plan: ProjectPlan, row: Any, history: VoiceHistory, book: ProjectB
     not_before = quiet_until(start, tz, book)
     plan.held_quiet += not_before != start
     plan.targets.append(Target(row.msisdn, decision.offer, row.value_grade or "", tz, False,
-                               fit(project, decision.offer, facts, catalog), not_before))
+                               fit(project, decision.offer, facts, catalog), not_before, history.week_calls,
+                               history.attempts))
+
+
+def _rank_for_trial(plan: ProjectPlan, msisdn: str) -> None:
+    """Keep the ``trial.count`` targeted numbers of lowest rank (a max-heap of negated ranks)."""
+    count, heap = plan.project.trial.count, plan.trial_heap
+    if not count:
+        return
+    entry = (-trial_rank(plan.project, msisdn), msisdn)
+    if len(heap) < count:
+        heapq.heappush(heap, entry)
+    elif entry > heap[0]:
+        heapq.heapreplace(heap, entry)
 
 
 def _mark_trial(plan: ProjectPlan) -> None:
@@ -263,9 +333,9 @@ def _mark_trial(plan: ProjectPlan) -> None:
         for t in plan.targets:
             t.trial = trial_rank(project, t.msisdn) < trial.share
         return
-    chosen = heapq.nsmallest(trial.count or 0, plan.targets, key=lambda t: trial_rank(project, t.msisdn))
-    for t in chosen:
-        t.trial = True
+    chosen = {msisdn for _, msisdn in plan.trial_heap}
+    for t in plan.targets:
+        t.trial = t.msisdn in chosen
 
 
 def plan(session: Session, book: ProjectBook, project_id: str, at: float, params: policy.PolicyParams, *,

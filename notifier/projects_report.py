@@ -3,7 +3,8 @@
 Per project x stage (trial, rollout) x product: numbers targeted and excluded by reason (the plan
 stored when the stage started), dialled (attempts and numbers), connected (answered and put through
 to an agent or the IVR prompt), answered, accepted, confirmed (the subscription the second
-confirmation created), cancelled within 7 days, complaints within 7 days, opt-outs; conversion
+confirmation created), cancelled within 7 days, complaints within 7 days, refusals (pressed 3, or
+told the agent no), opt-outs; conversion
 (accepted / answered) by segment and by script step; the trial beside the project's expected
 figures; agent occupancy and the abandoned-call rate per hour; QA findings per agent and script.
 """
@@ -25,7 +26,7 @@ from offers.models import Subscription
 WEEK = 7 * 86400.0
 HOUR = 3600.0
 COUNTS = ("dialled", "numbers", "answered", "connected", "accepted", "confirmed", "cancelled_7d", "complaints",
-          "opted_out", "abandoned")
+          "refused", "opted_out", "abandoned")
 MAX_ROWS = 500_000
 
 
@@ -51,6 +52,7 @@ class _Group:
         c["connected"] += call.outcome != "abandoned"
         c["abandoned"] += call.outcome == "abandoned"
         c["accepted"] += accepted
+        c["refused"] += call.outcome == "refused"
         c["opted_out"] += call.outcome == "opted_out"
         c["confirmed"] += bool(outcomes.get("confirmed"))
         c["cancelled_7d"] += bool(outcomes.get("cancelled_7d"))

@@ -15,7 +15,7 @@ import pytest
 from twisted.internet.selectreactor import SelectReactor
 
 from ivr.callee_server import DEMO_FIXTURES, hour_clock, load_catalog
-from ivr.callees import ACCEPT, ANSWER, BUSY, NO_ANSWER, OPT_OUT, offer_reply, pickup
+from ivr.callees import ACCEPT, ANSWER, BUSY, DIGITS, NO_ANSWER, OPT_OUT, REFUSE, REPLAY, offer_reply, pickup
 from ivr.outbound_sip import listen_outbound
 from ivr.sip.core import SipCore
 from ivr.sip.uac import Answered, DtmfReceived, Failed, HungUp, Ringing, TimedOut, Trying, UacEndpoint
@@ -76,7 +76,22 @@ def test_offer_reply_follows_fit(catalog):
     accepted = Counter(offer_reply(fitting, offer, 19, random.Random(n), catalog.params).action for n in range(1000))
     refused = Counter(offer_reply(poor, offer, 19, random.Random(n), catalog.params).action for n in range(1000))
     assert accepted[ACCEPT] > 5 * refused[ACCEPT] and refused[OPT_OUT] > accepted[OPT_OUT]
-    assert {r.digit for r in (good, bad)} <= {"1", "2", "9", None}
+    assert {r.digit for r in (good, bad)} <= {"1", "2", "3", "9", None}
+
+
+def test_the_callee_presses_the_outbound_ivr_keys(catalog):
+    """3 refuses (not interested), 2 asks to hear it again on a first hearing only, then a decision."""
+    from ivr.dialer import IVR_KEYS
+
+    assert {IVR_KEYS[DIGITS[a]] for a in (ACCEPT, REFUSE, OPT_OUT)} == {"accepted", "refused", "opted_out"}
+    assert DIGITS[REPLAY] == "2"
+    offer = catalog.offer("LL30")
+    first = Counter(offer_reply(subscriber(), offer, 19, random.Random(n), catalog.params).action for n in range(2000))
+    again = Counter(offer_reply(subscriber(), offer, 19, random.Random(n), catalog.params, heard=2).action
+                    for n in range(2000))
+    assert 80 < first[REPLAY] < 250 and again[REPLAY] == 0
+    assert again[REFUSE] > 0 and {offer_reply(subscriber(), offer, 19, random.Random(n), catalog.params, heard=2).digit
+                                  for n in range(200)} <= {"1", "3", "9", None}
 
 
 def test_offer_reply_defaults_consent_and_late_hours(catalog):
@@ -138,6 +153,8 @@ class Wire:
         self.events.append(event)
         if isinstance(event, Answered) and self.prompt_on_answer:
             self.pump(self.uac.send_prompt(event.call_id, "按1订购 30元6GB", "offer", {"X-Offer-Code": "LL30"}))
+        elif isinstance(event, DtmfReceived) and event.digit == "2":  # hear it again
+            self.pump(self.uac.send_prompt(event.call_id, "按1订购 30元6GB", "offer", {"X-Offer-Code": "LL30"}))
         elif isinstance(event, DtmfReceived):
             self.pump(self.uac.hangup(event.call_id))
 
@@ -172,16 +189,93 @@ def test_simulated_callees_against_the_uac(catalog):
         (Trying, Failed),  # busy
         (Trying, Ringing, TimedOut),  # no answer: cancelled at the ring timeout
         (Trying, Ringing, Answered, DtmfReceived, HungUp),  # pressed a key, we hung up
+        (Trying, Ringing, Answered, DtmfReceived, DtmfReceived, HungUp),  # 2 (hear it again), then a key
         (Trying, Ringing, Answered, HungUp),  # hung up on the offer
     }
     summary = wire.uas.summary()
     assert summary["calls"] == 200 and summary["live"] == 0
     assert summary["answer"] + summary["busy"] + summary["no_answer"] == 200
     assert summary["accept"] + summary["refuse"] + summary["opt_out"] + summary["hang_up"] == summary["answer"]
-    assert summary["cancelled"] == summary["no_answer"] and summary["accept"] > 0
+    assert summary["cancelled"] == summary["no_answer"] and summary["accept"] > 0 and summary["replay"] > 0
     digits = Counter(e.digit for e in wire.events if isinstance(e, DtmfReceived))
     assert digits["1"] == summary["accept"] and digits["9"] == summary["opt_out"]
+    assert digits["3"] == summary["refuse"] > 0 and digits["2"] == summary["replay"]
     assert wire.uac.live_calls == 0
+
+
+class DialerWire(Wire):
+    """The outbound IVR's dialer (ivr.dialer, project video-ivr) calling the simulated callees through
+    the UAC, as the dialer service does it: its commands become UAC calls, the UAC's events go back."""
+
+    def __init__(self, catalog, facts: dict) -> None:
+        super().__init__(catalog, facts)
+        from gateway.sections import all_sections
+        from ivr.dialer import Dialer
+        from ivr.dialer_project import dial_config
+        from notifier.projects_plan import Target
+        from offers.fixtures import parse_set
+
+        parsed, problems = parse_set(read_dir(DEMO_FIXTURES), all_sections())
+        assert problems == []
+        project = parsed["notifier.projects"].get("video-ivr")
+        targets = [Target(m, "SPHY", "B1", "Asia/Shanghai", False, 1.0, self.clock.t) for m in facts]
+        self.dialer = Dialer(dial_config(project, ()), targets, now=self.clock, rng=random.Random(3),
+                             allowed=lambda _target, t: t)
+        self.ids: dict[str, str] = {}  # UAC call id <-> the dialer's, both ways
+        self.commands: list = []
+
+    def apply(self, commands: list) -> None:
+        from ivr.dialer import Cancel, Dial, Hangup, Prompt
+
+        for command in commands:
+            self.commands.append(command)
+            if isinstance(command, Dial):
+                call = self.uac.place_call(UAS_ADDR, command.msisdn, "10086", {"X-Offer-Code": command.offer})
+                self.ids[call.call_id], self.ids[command.call_id] = command.call_id, call.call_id
+                self.pump([])
+            elif isinstance(command, Prompt):
+                self.pump(self.uac.send_prompt(self.ids[command.call_id], command.text, command.state,
+                                               {"X-Offer-Code": "SPHY"}))
+            elif isinstance(command, (Cancel, Hangup)):
+                self.pump(self.uac.hangup(self.ids[command.call_id]))
+
+    def react(self, event) -> None:
+        import dataclasses
+
+        self.events.append(event)
+        self.apply(self.dialer.on_event(dataclasses.replace(event, call_id=self.ids[event.call_id])))
+
+    def run(self, until: float) -> None:
+        end = self.clock.t + until
+        self.apply(self.dialer.advance())
+        while True:
+            times = [t for t in (self.uac.next_deadline(), self.uas.next_deadline(), self.dialer.next_deadline())
+                     if t is not None]
+            if not times or min(times) > end:
+                return
+            self.clock.t = max(self.clock.t, min(times))
+            self.pump(self.uac.tick())
+            for out in self.uas.tick():
+                self.pump(self.uac.receive_datagram(out.data, UAS_ADDR))
+            self.apply(self.dialer.advance())
+
+
+def test_the_dialers_ivr_and_the_simulated_callees_agree(catalog):
+    """A callee that refuses presses 3 and the dialer records a refusal (no replays to a hang-up); 2 replays
+    the offer and the callee decides on the repeated prompt; each decision is the dialer's outcome."""
+    from ivr.dialer import Record, Refused
+
+    facts = {f"1390000{n:04d}": subscriber(msisdn=f"1390000{n:04d}", brand="mzone") for n in range(150)}
+    wire = DialerWire(catalog, facts)
+    wire.run(3 * 3600.0)
+    callee, dialer = wire.uas.summary(), wire.dialer.summary()["outcomes"]
+    assert callee["refuse"] > 10 and callee["replay"] > 0 and callee["live"] == 0
+    assert dialer.get("refused", 0) == callee["refuse"]
+    assert dialer.get("accepted", 0) == callee.get("accept", 0) and dialer.get("opted_out", 0) == callee.get("opt_out", 0)
+    assert dialer.get("hungup", 0) == callee["hang_up"]
+    refused = [c for c in wire.commands if isinstance(c, Refused)]
+    assert len(refused) == callee["refuse"] and {c.offer for c in refused} == {"SPHY"}
+    assert all(r.answered_at is not None for r in wire.commands if isinstance(r, Record) and r.outcome == "refused")
 
 
 def test_same_seed_same_behaviour(catalog):

@@ -3,6 +3,7 @@ abandoned calls, the outbound IVR keys, and never a call to an excluded number (
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from datetime import datetime
@@ -13,13 +14,13 @@ import pytest
 from sqlalchemy import select
 
 from gateway.sections import all_sections
-from ivr.dialer import Cancel, Dial, Dialer, Hangup, OptOut, Order, Prompt, Record
+from ivr.dialer import Cancel, Dial, Dialer, Hangup, OptOut, Order, Prompt, Record, Refused
 from ivr.dialer_project import agents_for, allowed_fn, dial_config
 from ivr.dialer_sim import CalleeModel, CalleeNetwork, SimClock, run
 from ivr.sip.uac import Answered, DtmfReceived, Failed, HungUp
 from notifier import policy
 from notifier.project_models import DoNotCall
-from notifier.projects_plan import Target, decide, plan, voice_histories
+from notifier.projects_plan import Target, WeekCalls, decide, plan, voice_histories
 from offers import db
 from offers.fixtures import load_set, parse_set, read_dir
 from offers.models import Refusal, Subscriber, Subscription
@@ -43,12 +44,13 @@ def targets(n: int, offer: str = "LL20", start: float = DAY + 10 * 3600) -> list
 
 
 def make(parsed, project_id: str, population: list[Target], clock: SimClock, agents: int | None = None,
-         all_day: bool = False, **overrides):
+         all_day: bool = False, week: WeekCalls | None = None, **overrides):
     book = parsed["notifier.projects"]
     project = book.get(project_id)
     start, end = (-math.inf, math.inf) if all_day else (DAY + project.window[0], DAY + project.window[1])
     config = dial_config(project, agents_for(project, start, end, agents), **overrides)
-    return Dialer(config, population, now=clock, rng=random.Random(5), allowed=allowed_fn(project, book, TZ)), project
+    return Dialer(config, population, now=clock, rng=random.Random(5), allowed=allowed_fn(project, book, TZ),
+                  week=week), project
 
 
 def kinds(commands, kind):
@@ -70,6 +72,49 @@ def test_busy_number_is_retried_after_the_back_off_up_to_the_attempt_limit(parse
     assert dial_times[1] - dial_times[0] == pytest.approx(1 + 1800)
     assert dial_times[2] - dial_times[1] == pytest.approx(1 + 7200)
     assert dialer.done and dialer.active_calls == 0
+
+
+def _dial_until(dialer, clock, until: float, status: int) -> list[float]:
+    """Answer every dial with ``status``; the times of the dials."""
+    times = []
+    while (deadline := dialer.next_deadline()) is not None and deadline <= until:
+        clock.t = max(clock.t, deadline)
+        for command in dialer.advance():
+            if isinstance(command, Dial):
+                times.append(clock.t)
+                clock.t += 1
+                dialer.on_event(Failed(command.call_id, status, "x"))
+    return times
+
+
+def test_calls_per_week_count_busy_and_unanswered_attempts_not_network_failures(parsed):
+    """At most 2 calls a week as the subscriber counts them: two busy attempts use up the week (the
+    third waits until the first leaves it); attempts that failed in the network do not count."""
+    clock = SimClock(DAY + 10 * 3600)
+    week = WeekCalls(2)
+    busy, _ = make(parsed, "data-alert-call", targets(1), clock, agents=1, pacing="progressive", week=week,
+                   all_day=True)
+    assert _dial_until(busy, clock, DAY + 20 * 3600, 486) == [DAY + 10 * 3600, pytest.approx(DAY + 10 * 3600 + 1801)]
+    assert busy.next_deadline() == pytest.approx(DAY + 10 * 3600 + 7 * 86400)  # a week after the first call
+    assert _dial_until(busy, clock, DAY + 10 * 3600 + 7 * 86400, 486)[0] == pytest.approx(DAY + 10 * 3600 + 7 * 86400)
+
+    clock = SimClock(DAY + 10 * 3600)
+    failing, project = make(parsed, "data-alert-call", targets(1), clock, agents=1, pacing="progressive",
+                            week=WeekCalls(2))
+    assert len(_dial_until(failing, clock, DAY + 20 * 3600, 503)) == project.attempts == 3
+    assert failing.done
+
+
+def test_calls_per_week_start_from_the_plans_history_and_are_shared_by_projects(parsed):
+    clock = SimClock(DAY + 10 * 3600)
+    week = WeekCalls(2)
+    called_yesterday = [dataclasses.replace(t, week_calls=(DAY - 86400 + 15 * 3600,)) for t in targets(1)]
+    first, _ = make(parsed, "data-alert-call", called_yesterday, clock, agents=1, pacing="progressive", week=week)
+    assert len(_dial_until(first, clock, DAY + 20 * 3600, 480)) == 1  # one call left this week
+    assert first.next_deadline() == pytest.approx(DAY - 86400 + 15 * 3600 + 7 * 86400)
+    other, _ = make(parsed, "upgrade-5g-call", targets(1), SimClock(DAY + 11 * 3600), agents=1, week=week)
+    assert kinds(other.advance(), Dial) == []  # the same number, another project: the week is used up
+    assert WeekCalls(0).free_at("13900000000", DAY) is None
 
 
 def test_retry_past_the_window_waits_for_the_next_days_window_and_ring_timeout_cancels(parsed):
@@ -119,12 +164,15 @@ def test_answered_call_without_a_free_agent_for_2s_is_abandoned(parsed):
 
 
 def test_outbound_ivr_keys(parsed):
+    """1 orders, 2 plays the offer again (three hearings at most), 3 refuses the product, 9 opts out;
+    a hang-up after the offer is no refusal."""
     clock = SimClock(DAY + 11 * 3600)
-    dialer, project = make(parsed, "video-ivr", targets(3, "SPHY", clock.t), clock)
+    dialer, project = make(parsed, "video-ivr", targets(5, "SPHY", clock.t), clock)
     dials = kinds(dialer.advance(), Dial)
-    assert len(dials) == 3 and all(d.offer == "SPHY" for d in dials)
+    assert len(dials) == 5 and all(d.offer == "SPHY" for d in dials)
     prompts = [kinds(dialer.on_event(Answered(d.call_id)), Prompt)[0] for d in dials]
     assert prompts[0].text == project.prompt and prompts[0].state == "menu"
+    assert "按3" in project.prompt
     out = dialer.on_event(DtmfReceived(dials[0].call_id, "1"))
     assert kinds(out, Order) == [Order(dials[0].call_id, dials[0].msisdn, "SPHY")]
     assert kinds(out, Record)[0].outcome == "accepted"
@@ -132,7 +180,17 @@ def test_outbound_ivr_keys(parsed):
     out = dialer.on_event(DtmfReceived(dials[1].call_id, "9"))
     assert kinds(out, OptOut) == [OptOut(dials[1].call_id, dials[1].msisdn)]
     out = dialer.on_event(HungUp(dials[2].call_id, True))
-    assert kinds(out, Record)[0].outcome == "hungup" and not kinds(out, Order)
+    assert kinds(out, Record)[0].outcome == "hungup" and not kinds(out, Order) and not kinds(out, Refused)
+    assert kinds(dialer.on_event(DtmfReceived(dials[3].call_id, "2")), Prompt)  # hear it again, then not interested
+    assert not dialer.on_event(DtmfReceived(dials[3].call_id, "7"))  # not a key of this menu: ignored
+    out = dialer.on_event(DtmfReceived(dials[3].call_id, "3"))
+    assert kinds(out, Refused) == [Refused(dials[3].call_id, dials[3].msisdn, "SPHY")]
+    assert kinds(out, Record)[0].outcome == "refused" and kinds(out, Hangup) and not kinds(out, Order)
+    for _ in range(2):  # the third hearing is the last: a 2 after it ends the call without an order
+        assert kinds(dialer.on_event(DtmfReceived(dials[4].call_id, "2")), Prompt)
+    out = dialer.on_event(DtmfReceived(dials[4].call_id, "2"))
+    assert kinds(out, Record)[0].outcome == "hungup" and not kinds(out, Refused) and not kinds(out, Prompt)
+    assert dialer.summary()["outcomes"] == {"accepted": 1, "hungup": 2, "opted_out": 1, "refused": 1}
 
 
 def test_predictive_keeps_abandons_under_the_ceiling_and_agents_busy(parsed):

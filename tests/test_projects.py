@@ -191,9 +191,9 @@ def test_decide_voice_rules_in_order(demo_db):
     assert decide(facts, all_refused, project, book, params, AT).code == "refused_recently"
     old = VoiceHistory(refusals=tuple((c, AT - 90 * 86400) for c in project.offers))
     assert decide(facts, old, project, book, params, AT).ok  # 90 days later it may be offered again
-    week = VoiceHistory(answered_calls=(AT - 86400, AT - 2 * 86400))
+    week = VoiceHistory(week_calls=(AT - 86400, AT - 2 * 86400))
     assert decide(facts, week, project, book, params, AT).code == "calls_week"
-    assert decide(facts, VoiceHistory(answered_calls=(AT - 8 * 86400,) * 5), project, book, params, AT).ok
+    assert decide(facts, VoiceHistory(week_calls=(AT - 8 * 86400,) * 5), project, book, params, AT).ok
     assert decide({**facts, "channel_pref": "sms"}, VoiceHistory(), project, book, params, AT).code == "prefers_sms"
     assert decide(facts, VoiceHistory(done=True), project, book, params, AT).code == "already_called"
 
@@ -220,6 +220,64 @@ def test_plan_counts_reasons_sms_instead_and_a_stable_trial(demo_db):
     assert [t.msisdn for t in first.trial] == [t.msisdn for t in again.trial] and first.trial
     data = first.as_dict()
     assert data["sms_instead"]["campaign"] == "data-boost" and data["call"] == len(called)
+
+
+def _call(msisdn: str, outcome: str, at: float, project_id: str = "upgrade-5g-call", answered: bool = False,
+          ) -> ProjectCall:
+    return ProjectCall(project_id=project_id, call_id=f"{msisdn}-{outcome}-{at}", msisdn=msisdn, stage="trial",
+                       attempt=1, segment="C", offer_code="TCSD", started_at=at,
+                       answered_at=at + 5 if answered else None, ended_at=at + 30, outcome=outcome)
+
+
+def test_calls_per_week_count_every_call_that_reached_the_phone(demo_db):
+    """Busy and unanswered calls count like answered ones (the subscriber's phone rang, or was engaged);
+    a call that failed in the network does not; calls older than 7 days do not."""
+    factory, parsed = demo_db
+    book, params = parsed["notifier.projects"], parsed["notifier.contact_policy"]
+    with factory() as session:
+        before = {t.msisdn: t for t in plan(session, book, "data-alert-call", AT, params).targets}
+    busy, unanswered, failed, old = sorted(before)[:4]
+    with db.transaction(factory) as session:
+        session.add_all([_call(busy, "busy", AT - 3600), _call(busy, "busy", AT - 86400),
+                         _call(unanswered, "no_answer", AT - 2 * 86400),
+                         _call(unanswered, "hungup", AT - 600, answered=True),
+                         _call(failed, "failed", AT - 3600), _call(failed, "failed", AT - 7200),
+                         _call(failed, "no_answer", AT - 3 * 86400),
+                         _call(old, "busy", AT - 8 * 86400), _call(old, "refused", AT - 9 * 86400, answered=True)])
+    with factory() as session:
+        after = plan(session, book, "data-alert-call", AT, params)
+    called = {t.msisdn: t for t in after.targets}
+    assert busy not in called and unanswered not in called
+    assert called[failed].week_calls == (AT - 3 * 86400,)  # the dialer keeps to the limit from there
+    assert old in called and called[old].week_calls == ()
+    assert after.excluded["calls_week"] == 2 and len(before) - len(called) == 2
+    why = [s["why"] for s in after.excluded_sample if s["reason"] == "calls_week"]
+    assert why and "2 marketing call(s) in 7 days (answered, busy or unanswered), limit 2" in why
+
+
+def test_a_pressed_3_keeps_the_product_off_calls_and_the_shelf_for_90_days(demo_db):
+    """The outbound IVR's 'not interested' is a refusal like an SMS one: the voice policy's refusal
+    window and the shelf's refusal exclusion both apply to it."""
+    from notifier.projects_calls import refuse
+    from offers.shelf import shelf_for
+
+    factory, parsed = demo_db
+    book, params = parsed["notifier.projects"], parsed["notifier.contact_policy"]
+    catalog = build_catalog(parsed)
+    with factory() as session:
+        targets = plan(session, book, "video-ivr", AT, params).targets
+        msisdn = next(t.msisdn for t in targets if any(
+            d.code == "SPHY" and d.rank for d in shelf_for(session, catalog, t.msisdn, AT, explain=True)[1].decisions))
+    with db.transaction(factory) as session:
+        refuse(session, msisdn, "SPHY", AT, "video-ivr")
+    with factory() as session:
+        result = plan(session, book, "video-ivr", AT + 3600, params)
+        shelf = shelf_for(session, catalog, msisdn, AT + 3600, explain=True)[1]
+        later = plan(session, book, "video-ivr", AT + 91 * 86400, params)
+    assert msisdn not in {t.msisdn for t in result.targets} and result.excluded["refused_recently"] >= 1
+    sphy = next(d for d in shelf.decisions if d.code == "SPHY")
+    assert sphy.rank is None and "refused" in sphy.reasons[0]
+    assert msisdn in {t.msisdn for t in later.targets}
 
 
 def test_plan_holds_quiet_hours_in_the_subscribers_time_zone(demo_db):

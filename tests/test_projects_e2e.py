@@ -82,6 +82,10 @@ def test_lifecycle_over_http(tmp_path):
         assert status == 201 and body["state"] == "draft"
 
         assert _get(gw, "/api/projects/video-ivr")["live"] is None  # a draft never dials
+        bare = urllib.request.Request(gw.url("/api/projects/upgrade-5g-call/approve"), method="POST",
+                                      headers={"Authorization": "Bearer demo-token"})  # curl -X POST, no body
+        with urllib.request.urlopen(bare, timeout=60) as resp:
+            assert json.load(resp)["state"] == "approved"
         for action, state in (("approve", "approved"), ("start", "trial"), ("go", "rollout"), ("pause", "paused"),
                               ("start", "rollout"), ("close", "closed")):
             status, body = _post(gw, f"/api/projects/video-ivr/{action}")
@@ -109,7 +113,7 @@ def _fixture_set() -> dict[str, str]:
     doc["projects"].append({
         "id": "e2e-ivr", "name": "端到端外呼", "target": f"msisdn == '{CALLEE}'", "offers": ["CL5"], "channel": "ivr",
         "window": "00:00-23:59", "attempts": 1, "pacing": {"mode": "progressive", "lines": 2},
-        "trial": {"share": 1.0, "seed": 1}, "prompt": "个性彩铃每月5元,订购请按1,再听一遍请按2,不再接到此类来电请按9。",
+        "trial": {"share": 1.0, "seed": 1}, "prompt": "个性彩铃每月5元,订购请按1,再听一遍请按2,不感兴趣请按3,不再接到此类来电请按9。",
         "script": [{"step": "prompt", "text": "播放产品介绍"}]})
     files["projects.yaml"] = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
     return files
@@ -147,6 +151,45 @@ def test_project_calls_sipp_callee_presses_1_and_confirms_by_sms(tmp_path):
             ("trial", 1, 1, 1, 1)
     finally:
         client.close()
+        gw.stop()
+        try:
+            _, err = sipp.communicate(timeout=30)
+        finally:
+            sipp.kill()
+    assert sipp.returncode == 0, err.decode(errors="replace")[-2000:]
+
+
+@pytest.mark.skipif(not Path(SIPP).exists(), reason="sipp (Debian package sip-tester) is not installed")
+def test_sipp_callee_hears_it_again_then_refuses_with_3_and_the_product_stays_off_calls_and_shelf(tmp_path):
+    if datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%H:%M") >= "23:58":
+        pytest.skip("the calling window 00:00-23:59 is about to close")
+    sipp, port = start_sipp("uas_refuse", tmp_path)
+    gw = start_gateway(tmp_path / "gw", "--population", "0", "--set", f"outbound.callee_port={port}",
+                       "--set", "outbound.sync_s=0.5")
+    try:
+        status, body = _post(gw, "/api/fixtures", {"files": _fixture_set()})
+        assert status == 200, body
+        assert _post(gw, "/api/projects/e2e-ivr/approve")[0] == 200
+        assert _post(gw, "/api/projects/e2e-ivr/start")[0] == 200
+        deadline = time.monotonic() + 60
+        row = None
+        while row is None and time.monotonic() < deadline:
+            time.sleep(0.3)
+            items = _get(gw, "/api/projects/e2e-ivr")["report"]["items"]
+            row = next((i for i in items if i["offer"] == "CL5"), None)
+        assert row is not None, "the call was not recorded"
+        assert (row["answered"], row["refused"], row["accepted"], row["opted_out"]) == (1, 1, 0, 0)
+        shelf = _get(gw, f"/api/subscribers/{CALLEE}/shelf?explain=1")
+        assert "CL5" not in [o["code"] for o in shelf["offers"]]
+        assert "refused" in json.dumps(shelf, ensure_ascii=False)
+        assert _post(gw, "/api/projects/e2e-ivr/go")[0] == 200  # roll-out plans again: the refusal excludes it
+        deadline = time.monotonic() + 30
+        plan = {}
+        while "rollout" not in plan and time.monotonic() < deadline:
+            time.sleep(0.3)
+            plan = _get(gw, "/api/projects/e2e-ivr")["plan"]
+        assert plan["rollout"]["excluded"] == {"refused_recently": 1} and plan["rollout"]["call"] == 0
+    finally:
         gw.stop()
         try:
             _, err = sipp.communicate(timeout=30)

@@ -84,10 +84,18 @@ def place_one(scenario: str, workdir: Path, react, *, ring_timeout: float = 10.0
 
 def prompt_then_hangup_on_dtmf(event, call) -> None:
     if isinstance(event, Answered):
-        call.send_prompt("按1订购 Press 1 to order, 2 to hear again, 9 never call again", "offer",
+        call.send_prompt("按1订购 Press 1 to order, 2 to hear again, 3 not interested, 9 never call again", "offer",
                          {"X-Offer-Code": "LL30"})
     elif isinstance(event, DtmfReceived):
         call.hangup()
+
+
+def outbound_ivr(event, call) -> None:
+    """The outbound IVR's keys: 2 plays the offer again, any other key ends the call."""
+    if isinstance(event, DtmfReceived) and event.digit == "2":
+        call.send_prompt("按1订购 Press 1 to order, 2 to hear again, 3 not interested", "offer", {"X-Offer-Code": "LL30"})
+    else:
+        prompt_then_hangup_on_dtmf(event, call)
 
 
 def nothing(event, call) -> None:
@@ -105,6 +113,12 @@ def test_sipp_opts_out_with_9(tmp_path):
     events = place_one("uas_optout", tmp_path, prompt_then_hangup_on_dtmf)
     assert [type(e) for e in events] == [Trying, Ringing, Answered, DtmfReceived, HungUp]
     assert events[3].digit == "9"
+
+
+def test_sipp_hears_the_offer_again_then_refuses_with_3(tmp_path):
+    events = place_one("uas_refuse", tmp_path, outbound_ivr)
+    assert [type(e) for e in events] == [Trying, Ringing, Answered, DtmfReceived, DtmfReceived, HungUp]
+    assert [e.digit for e in events if isinstance(e, DtmfReceived)] == ["2", "3"]
 
 
 def test_sipp_busy_486(tmp_path):

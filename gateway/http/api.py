@@ -108,7 +108,7 @@ class OpsApi:
         if route.write:
             self._authorize(request)
         if route.body is not None:
-            params["body"] = self._json_body(request, route.body_limit)
+            params["body"] = self._json_body(request, route.body_limit, route.body_required)
         return getattr(self, route.handler)(request, **params)
 
     def _authorize(self, request: Any) -> None:
@@ -119,12 +119,15 @@ class OpsApi:
         if not self.gw.token_ok(token.strip()):
             raise unauthorized("the bearer token is not valid; ask ops for one (hashes live in ops_tokens.yaml)")
 
-    def _json_body(self, request: Any, limit: int) -> dict[str, Any]:
+    def _json_body(self, request: Any, limit: int, required: bool = True) -> dict[str, Any]:
         if getattr(request, "body_too_large", False):
             raise too_large(limit)
         length = request.getHeader("content-length")
         if length and length.strip().isdigit() and int(length) > limit:
             raise too_large(limit)
+        request.content.seek(0)
+        if not required and not request.content.read(1):
+            return {}  # e.g. curl -X POST without -d
         kind = (request.getHeader("content-type") or JSON).split(";")[0].strip().lower()
         if kind != JSON:
             raise ApiError(415, "unsupported_media_type", f"send the body as JSON with Content-Type: {JSON}")

@@ -15,8 +15,9 @@ Every key is optional; the page shows "—" for what is missing.
   "excluded": {reason: n}, "excluded_total"}]``
 - ``binds``: ``{"upstream": {"configured": bool, "state": "bound"|"connecting"|"down"|"off", "peer"},
   "esme": [{"account", "bind_type", "count"}]}``
-- ``outbound``: ``{project_id: {"project", "stage", "live_calls", "dialled", "answered", "abandoned",
-  "abandon_rate", "occupancy", "outcomes": {outcome: n}, "over_time": [the last 8 quarter hours]}}``
+- ``outbound``: ``{project_id: {"project", "stage", "live_calls", "window": {"start", "end"},
+  "waiting_until" (ISO time of the next dial while no call is up, else null), "dialled", "answered",
+  "abandoned", "abandon_rate", "occupancy", "outcomes": {outcome: n}, "over_time": [the last 8 quarter hours]}}``
   for every project dialling now (``ivr.dialer_service``)
 - ``pipeline``: the MO pipeline counters (``mo``, ``replies``, ``errors``, ``batches``)
 - ``products``: the last 7 days per product (:mod:`notifier.product_reports`), refreshed once a

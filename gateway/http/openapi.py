@@ -127,7 +127,7 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.params:
         op["parameters"] = [_parameter(p) for p in route.params]
     if route.body:
-        op["requestBody"] = {"required": True, "content": {JSON: {"schema": _ref(route.body)}},
+        op["requestBody"] = {"required": route.body_required, "content": {JSON: {"schema": _ref(route.body)}},
                              "description": f"JSON, at most {route.body_limit} bytes"}
     if route.write:
         op["security"] = [{"bearer": []}]

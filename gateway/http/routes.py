@@ -52,6 +52,7 @@ class Route:
     write: bool = False  # needs Authorization: Bearer <token>
     params: tuple[Param, ...] = ()
     body: str | None = None  # components/schemas name of the JSON request body
+    body_required: bool = True  # False: no body at all is the same as {}
     body_limit: int = SMALL_BODY
     media: tuple[str, ...] = (JSON,)
     errors: tuple[int, ...] = ()
@@ -117,7 +118,7 @@ ROUTES: tuple[Route, ...] = (
           media=(JSON, CSV), errors=(400, 404, 503)),
     Route("POST", "/api/projects/{id}/{action}", "project_action", "approve, reject (with a reason), start (the "
           "trial first), go (roll-out after the trial), pause or close a project", "projects", "Object",
-          write=True, body="ProjectAction",
+          write=True, body="ProjectAction", body_required=False,
           params=(PROJECT_ID, Param("action", "path", {"type": "string", "enum": list(PROJECT_ACTIONS)},
                                     "the lifecycle step", required=True, example="approve")),
           errors=(400, 401, 404, 409, 413, 415, 503)),

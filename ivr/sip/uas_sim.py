@@ -13,8 +13,9 @@ Per INVITE to ``sip:<msisdn>@...``: ``ivr.callees.pickup`` decides busy (486 at 
 (180, then ringing until the caller's CANCEL) or answer (180, 200 OK after ``ring_s``). On an
 answered call, an offer prompt (an INFO, or the 200 to our own INFO, carrying ``X-Offer-Code``
 and ``X-IVR-Prompt``) is answered after a think time by ``ivr.callees.offer_reply``: DTMF 1
-(accept), 2 (refuse), 9 (opt out) as INFO application/dtmf-relay, or a BYE. A prompt without an
-offer code is acknowledged and nothing else; after ``max_prompts`` prompts the callee hangs up.
+(accept), 3 (refuse: not interested), 9 (opt out) as INFO application/dtmf-relay, or a BYE; now
+and then 2 first (hear it again), deciding on the repeated prompt. A prompt without an offer code
+is acknowledged and nothing else; after ``max_prompts`` prompts the callee hangs up.
 
 Every call draws from its own ``random.Random(f"{seed}:{msisdn}:{n}")`` (n: that number's call
 count), so a seed replays the same behaviour whatever order calls arrive in. ``time_scale``
@@ -173,7 +174,8 @@ class CalleeApp:
         code = headers.get(OFFER_HEADER)
         if not code:
             return
-        reply = offer_reply(call.facts, self._offer_for(code), self._hour(), call.rng, self._params, self._knobs)
+        reply = offer_reply(call.facts, self._offer_for(code), self._hour(), call.rng, self._params, self._knobs,
+                            heard=call.prompts)
         self.counts[reply.action] += 1
         think = call.rng.uniform(*self._knobs.think_s)
         if reply.digit is None:

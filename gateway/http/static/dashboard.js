@@ -252,8 +252,14 @@ function renderCampaigns(list) {
 function renderOutbound(runs) {
   const box = $("outbound");
   const list = Object.values(runs || {});
-  if (!list.length) return;
   clear(box);
+  if (!list.length) {
+    const p = document.createElement("p");
+    p.className = "empty";
+    p.textContent = "no project is dialling 暂无外呼";
+    box.appendChild(p);
+    return;
+  }
   for (const r of list.slice(0, 6)) {
     const el = document.createElement("div");
     el.className = "camp";
@@ -275,6 +281,12 @@ function renderOutbound(runs) {
       nums.appendChild(span);
     }
     const chips = el.querySelector(".chips");
+    if (r.waiting_until) {
+      const chip = document.createElement("span");
+      chip.className = "chip";
+      chip.textContent = `next call 下次呼出 ${r.waiting_until.slice(0, 16).replace("T", " ")}`;
+      chips.appendChild(chip);
+    }
     for (const [outcome, n] of Object.entries(r.outcomes || {}).sort((a, b) => b[1] - a[1])) {
       const chip = document.createElement("span");
       chip.className = "chip";

@@ -27,6 +27,24 @@ from offers.settings import Settings
 
 log = Logger(namespace="gateway")
 
+LISTEN_BACKLOG = 128
+
+
+def shared_socket(kind: int, host: str, port: int) -> socket.socket:
+    """A socket bound with SO_REUSEPORT: every worker of a group binds one, the kernel spreads
+    TCP connections over them and keeps each UDP peer (address and port) on one of them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setblocking(False)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
 
 @dataclass(frozen=True)
 class AccountInfo:
@@ -87,9 +105,15 @@ class Gateway:
         self.outbox = Outbox(self.now, self.live_settings)
         self.router = Router(lambda: self.snapshot.offers, self.live_settings, fits or default_fits)
         self.reload_listeners: list[Callable[[Snapshot], None]] = []
+        # Called with an msisdn after a commit that changed what that subscriber's shelf is made of.
+        self.subscriber_listeners: list[Callable[[str], None]] = []
+        # Per-process caches of subscriber data: objects with invalidate(msisdn) and invalidate_all().
+        self.caches: list[Any] = []
         self.started_at = time.time()
         # Names this process's leases; stable across restarts so a restarted process reclaims its own.
         self.instance = "local" if db_url.startswith("sqlite") else f"{socket.gethostname()}-{os.getpid()}"
+        self.worker: int | None = None  # index in a worker group (serve --workers N > 1)
+        self.reuse_port = False  # listeners share their ports with the group's other workers
 
     # --- fixtures -------------------------------------------------------------------------
 
@@ -153,8 +177,48 @@ class Gateway:
 
     def _swap(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
+        self.invalidate()  # offers and rules changed: every cached shelf input may be stale
         for listener in list(self.reload_listeners):
             listener(snapshot)
+
+    # --- caches ------------------------------------------------------------------------------------
+
+    def subscriber_changed(self, msisdn: str) -> None:
+        """A commit changed this subscriber: drop what this process cached and tell the listeners."""
+        self.invalidate(msisdn)
+        for listener in list(self.subscriber_listeners):
+            listener(msisdn)
+
+    def invalidate(self, msisdn: str | None = None) -> None:
+        """Drop cached subscriber data in this process: one subscriber, or everything (``None``)."""
+        for cache in self.caches:
+            if msisdn is None:
+                cache.invalidate_all()
+            else:
+                cache.invalidate(msisdn)
+
+    # --- listeners -----------------------------------------------------------------------------------
+
+    def listen_tcp(self, port: int, factory: Any, interface: str) -> Any:
+        """reactor.listenTCP, or in a worker group a socket sharing the port (SO_REUSEPORT)."""
+        if not self.reuse_port:
+            return self.reactor.listenTCP(port, factory, interface=interface)
+        sock = shared_socket(socket.SOCK_STREAM, interface, port)
+        try:
+            sock.listen(LISTEN_BACKLOG)
+            return self.reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
+        finally:
+            sock.close()  # the reactor holds its own duplicate
+
+    def listen_udp(self, port: int, protocol: Any, interface: str) -> Any:
+        """reactor.listenUDP, or in a worker group a socket sharing the port (each peer sticks to one worker)."""
+        if not self.reuse_port:
+            return self.reactor.listenUDP(port, protocol, interface=interface)
+        sock = shared_socket(socket.SOCK_DGRAM, interface, port)
+        try:
+            return self.reactor.adoptDatagramPort(sock.fileno(), sock.family, protocol)
+        finally:
+            sock.close()
 
     # --- accounts and tokens ----------------------------------------------------------------
 

@@ -9,6 +9,9 @@ from twisted.logger import Logger
 
 log = Logger(namespace="gateway.wiring")
 
+# Router actions whose commit changes what a subscriber's shelf is made of.
+SHELF_ACTIONS = frozenset({"subscribed", "cancelled", "opt_out", "opt_in", "refused"})
+
 
 class ListeningService(service.Service):
     """A listener started by a callable; exposes the chosen port for the ready line."""
@@ -38,8 +41,10 @@ class SchedulerService(service.Service):
         from notifier.scheduler import CampaignScheduler
 
         self.gateway = gateway
+        # On SQLite a worker group's scheduler runs in worker 0; PostgreSQL elects one by advisory lock.
         self.scheduler = CampaignScheduler(gateway.reactor, gateway.db, gateway.outbox,
-                                           lambda: gateway.snapshot.extras["campaigns"], gateway.live_settings)
+                                           lambda: gateway.snapshot.extras["campaigns"], gateway.live_settings,
+                                           local_leader=gateway.worker in (None, 0))
         gateway.reload_listeners.append(lambda _snapshot: self.scheduler.reload() if self.running else None)
 
     def startService(self) -> None:
@@ -54,6 +59,7 @@ class SchedulerService(service.Service):
 def build_surfaces(gateway, args, reactor, top: service.MultiService, smpp) -> dict[str, Any]:
     """Mount every other surface; returns ``{name: port source}`` for the ready line."""
     ports: dict[str, Any] = {}
+    route_invalidation(gateway, smpp.pipeline)
     scheduler = SchedulerService(gateway)
     scheduler.setServiceParent(top)
     from gateway.learning_service import LearningService
@@ -84,12 +90,21 @@ def build_surfaces(gateway, args, reactor, top: service.MultiService, smpp) -> d
     return ports
 
 
+def route_invalidation(gateway, pipeline) -> None:
+    """After a commit that changed a subscriber's shelf inputs, tell the gateway (and so its caches)."""
+    def routed(item, reply) -> None:
+        if reply.action in SHELF_ACTIONS:
+            gateway.subscriber_changed(item.inbound.sender)
+
+    pipeline.routed_listeners.append(routed)
+
+
 def _http(gateway, args, reactor, top, extra):
     from gateway.http import make_site
 
     site = make_site(gateway, extra, reactor)
     site.displayTracebacks = False
-    listener = ListeningService(lambda: reactor.listenTCP(args.http_port, site, interface=args.host))
+    listener = ListeningService(lambda: gateway.listen_tcp(args.http_port, site, args.host))
     listener.setServiceParent(top)
     return listener
 

@@ -28,7 +28,6 @@ __all__ = ["MAX_LINE", "ClusterProtocolError", "Coordinator", "LeasedBucket", "L
            "burst_of", "chunk_of"]
 
 MAX_LINE = 65536
-LEASE_CHUNK_S = 0.02  # a worker leases 20 ms worth of an account's rate at a time
 
 
 def burst_of(rate: float) -> float:
@@ -37,7 +36,9 @@ def burst_of(rate: float) -> float:
 
 
 def chunk_of(rate: float) -> int:
-    return max(1, int(rate * LEASE_CHUNK_S))
+    """Tokens a worker leases at a time: half the burst, so that a burst read in one reactor turn
+    (where no lease can be answered) is admitted as one process would admit it."""
+    return max(1, int(burst_of(rate) / 2))
 
 
 class ClusterProtocolError(ValueError):
@@ -169,11 +170,12 @@ _HANDLERS: dict[str, Callable[[Coordinator, int, dict[str, Any]], Outgoing]] = {
 class LeasedBucket:
     """An account's msg/s budget on one worker, spent from tokens leased by the parent in chunks.
 
-    ``try_take`` never waits: it spends a leased token, or -- while the parent has not said the
-    account is out of tokens -- borrows up to one chunk ahead (repaid by the next lease), so an
-    idle account's first message is not refused for want of a lease. Once a lease comes back
-    short the worker refuses until tokens arrive again. ``request(want)`` is how a lease is
-    asked for; :meth:`granted` takes the answer.
+    ``try_take`` never waits: it spends a leased token, or borrows up to one chunk ahead (repaid
+    by the next lease), so an idle account's first message is not refused for want of a lease.
+    When a lease comes back short the account is out of tokens: no borrowing, and no new lease
+    asked, until a chunk may have accumulated. Whatever the timing, a worker is never more than
+    one chunk ahead of what the parent granted. ``request(want)`` asks for a lease;
+    :meth:`granted` takes the answer.
     """
 
     def __init__(self, rate: float, now: Callable[[], float], request: Callable[[int], None]):
@@ -182,20 +184,18 @@ class LeasedBucket:
         self.now = now
         self._request = request
         self.credit = 0.0
-        self.can_borrow = True
         self.in_flight = False
-        self._retry_at = 0.0
+        self._short_until = 0.0  # after a short lease: no borrowing, no asking, until then
 
     def try_take(self) -> bool:
-        if self.credit >= 1 or (self.can_borrow and self.credit > -self.chunk):
+        ok = self.credit >= 1 or (self.credit > -self.chunk and self.now() >= self._short_until)
+        if ok:
             self.credit -= 1
-            self._top_up()
-            return True
         self._top_up()
-        return False
+        return ok
 
     def _top_up(self) -> None:
-        if self.in_flight or self.credit >= self.chunk / 2 or self.now() < self._retry_at:
+        if self.in_flight or self.credit >= self.chunk / 2 or self.now() < self._short_until:
             return
         self.in_flight = True
         self._request(int(self.chunk - self.credit))
@@ -203,9 +203,7 @@ class LeasedBucket:
     def granted(self, granted: int, want: int) -> None:
         self.in_flight = False
         self.credit += granted
-        self.can_borrow = granted >= want
-        if not self.can_borrow:  # out of tokens: ask again when a chunk may have accumulated
-            self._retry_at = self.now() + self.chunk / self.rate
+        self._short_until = 0.0 if granted >= want else self.now() + self.chunk / self.rate
 
 
 class WorkerLink:
@@ -252,18 +250,25 @@ class WorkerLink:
         self._send({"op": "ready", "ports": ports})
 
     def receive_data(self, data: bytes) -> None:
+        """Answers and events from the parent; junk raises :class:`ClusterProtocolError`."""
         for msg in self.codec.receive(data):
-            op = msg["op"]
-            if op == "bind_ok":
-                callback = self._pending.pop(int(msg["id"]), None)
-                if callback is not None:
-                    callback(bool(msg["ok"]))
-            elif op == "tokens_ok":
-                bucket = self.leases.get(str(msg["account"]))
-                if bucket is not None:
-                    bucket.granted(int(msg["granted"]), int(msg["want"]))
-            elif op == "event":
-                self.on_event(dict(msg["event"]))
+            try:
+                self._dispatch(msg)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ClusterProtocolError(f"bad {msg['op']!r} message: {exc!r}") from None
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        op = msg["op"]
+        if op == "bind_ok":
+            callback = self._pending.pop(int(msg["id"]), None)
+            if callback is not None:
+                callback(bool(msg["ok"]))
+        elif op == "tokens_ok":
+            bucket = self.leases.get(str(msg["account"]))
+            if bucket is not None:
+                bucket.granted(int(msg["granted"]), int(msg["want"]))
+        elif op == "event":
+            self.on_event(dict(msg["event"]))
 
     def lost(self) -> None:
         """The parent is gone: pending bind requests are refused."""

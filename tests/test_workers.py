@@ -274,3 +274,22 @@ def test_sigkill_of_a_worker_under_mo_load_loses_nothing_and_the_other_worker_do
     doubled = {mo: ids for mo, ids in replies_by_mo.items() if len(ids) > 1}
     assert not doubled, f"MO answered by more than one reply message: {list(doubled.items())[:3]}"
     assert re.search(rf"worker {1 - where} was killed by SIGKILL", gw.log_text())
+
+
+@pytest.mark.postgres
+def test_a_group_on_postgresql_shares_binds_replies_and_one_scheduler(tmp_path):
+    from tests.conftest import PG_URL, _pg_database
+
+    if not PG_URL:
+        pytest.skip("PostgreSQL not available (set TEST_PG_URL)")
+    gw = start_gateway(tmp_path, "--population", "0", db_url=_pg_database(), workers=2)
+    try:
+        rx, where = connect(gw, kind="rx")
+        tx, _ = connect(gw, kind="tx", worker=1 - where)
+        try:
+            assert re.search(r"\d+\.\d{2}", ask(tx, [tx, rx], "13800000005", "CXYE"))
+        finally:
+            close_all(tx, rx)
+        assert len(gw.wait_log(r"campaign scheduler: this process leads")) == 1  # the advisory lock's one
+    finally:
+        gw.stop()

@@ -117,6 +117,8 @@ def _ussd_and_upstream(gateway, args, reactor, top, smpp) -> dict[str, Any]:
     from gateway.ussd import install_ussd
 
     install_ussd(gateway, smpp)
+    if gateway.worker not in (None, 0):  # one ESME session to the operator per group: worker 0 holds it
+        return {}
     try:
         client = upstream_service(gateway, args)
     except ValueError as exc:

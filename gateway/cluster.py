@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, error, protocol, threads
 from twisted.logger import Logger
 
 from gateway.app import shared_socket
@@ -117,7 +117,10 @@ class ClusterClient:
         self.link.lost()
         if self.reactor.running:
             log.warn("lost the group's coordinator: stopping this worker")
-            self.reactor.stop()
+            try:
+                self.reactor.stop()
+            except error.ReactorNotRunning:  # already stopping
+                pass
 
     def install(self, smpp: Any) -> None:
         """Share the SMPP server's bind counts and rates with the group and wire the events."""
@@ -404,8 +407,10 @@ def serve_group(args: Any, overrides: dict[str, Any], count: int) -> int:
     group.reserve_ports()
 
     def on_hup() -> None:
-        if reload_fixtures(gateway, args):
-            group.broadcast({"kind": "fixtures"})
+        # in a thread: the coordinator keeps answering leases and binds while the set loads
+        loading = threads.deferToThread(reload_fixtures, gateway, args)
+        loading.addCallback(lambda ok: group.broadcast({"kind": "fixtures"}) if ok else None)
+        loading.addErrback(lambda failure: log.failure("SIGHUP reload failed", failure))
 
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(on_hup))
     reactor.callWhenRunning(group.start)

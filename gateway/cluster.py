@@ -12,7 +12,7 @@ the kernel spreads TCP connections (SMPP, HTTP, SMTP) over the workers and keeps
   parent) and every worker swaps to them;
 - a worker that dies is logged and started again after a back-off (0.5 s doubling to 10 s;
   reset once it has served for a minute); a worker that dies before the group first served
-  stops the start with its exit status.
+  stops the whole start (exit status 1).
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 10.0
 STABLE_AFTER_S = 60.0
 STOP_GRACE_S = 30.0
-TCP_PORTS = ("smpp", "http", "smtp_in")
 
 
 # --- in a worker ------------------------------------------------------------------------------------

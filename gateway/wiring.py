@@ -77,12 +77,13 @@ def build_surfaces(gateway, args, reactor, top: service.MultiService, smpp) -> d
 
     ivr_service = build_ivr(gateway, args, reactor, top, smpp.deliverer.wake_table)
     stats.add("queue", lambda: ivr_service.live_stats().get("queue"))
-    from ivr.dialer_service import DialerService
+    if gateway.worker in (None, 0):  # one dialer per group, or every worker would call the same targets
+        from ivr.dialer_service import DialerService
 
-    dialer = DialerService(gateway, poke=smpp.deliverer.wake_table, host=args.host)
-    dialer.setServiceParent(top)
-    extra["dialer"] = dialer
-    stats.add("outbound", dialer.live_stats)
+        dialer = DialerService(gateway, poke=smpp.deliverer.wake_table, host=args.host)
+        dialer.setServiceParent(top)
+        extra["dialer"] = dialer
+        stats.add("outbound", dialer.live_stats)
     ports["sip"] = ivr_service
     ports["http"] = _http(gateway, args, reactor, top, extra)
     ports.update(_ussd_and_upstream(gateway, args, reactor, top, smpp))

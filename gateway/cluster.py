@@ -17,7 +17,6 @@ the kernel spreads TCP connections (SMPP, HTTP, SMTP) over the workers and keeps
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -318,10 +317,12 @@ class WorkerGroup:
         sip = self.reserved.pop("sip", None)
         if sip is not None:
             sip.close()
+        from gateway.service import announce_ready
+
+        log.info("{n} workers serving", n=self.count)
         line = {name: self.ports[name] for name in ("smpp", "sip", "http", "smtp_in")}
-        sys.stdout.write(json.dumps(line) + "\n")
-        sys.stdout.flush()
-        log.info("serving: {ports} with {n} workers", ports=line, n=self.count)
+        sink = {"smtp_out": self.ports["smtp_out"]} if "smtp_out" in self.ports else {}
+        announce_ready(line, self.args.host, self.args.var_dir, sink)
 
     # --- exits and restarts ------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from twisted.logger import (
 )
 
 
-def _json_observer(stream, tag: str | None):
+def _json_observer(stream, tag: str | None = None):
     def observe(event: dict) -> None:
         record = {
             "time": event.get("log_time"), "level": event["log_level"].name if event.get("log_level") else None,
@@ -34,7 +34,7 @@ def _json_observer(stream, tag: str | None):
     return observe
 
 
-def _text_observer(stream, tag: str | None):
+def _text_observer(stream, tag: str | None = None):
     prefix = f"{tag} " if tag else ""
 
     def observe(event: dict) -> None:

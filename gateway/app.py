@@ -105,10 +105,6 @@ class Gateway:
         self.outbox = Outbox(self.now, self.live_settings)
         self.router = Router(lambda: self.snapshot.offers, self.live_settings, fits or default_fits)
         self.reload_listeners: list[Callable[[Snapshot], None]] = []
-        # Called with an msisdn after a commit that changed what that subscriber's shelf is made of.
-        self.subscriber_listeners: list[Callable[[str], None]] = []
-        # Per-process caches of subscriber data: objects with invalidate(msisdn) and invalidate_all().
-        self.caches: list[Any] = []
         self.started_at = time.time()
         # Names this process's leases; stable across restarts so a restarted process reclaims its own.
         self.instance = "local" if db_url.startswith("sqlite") else f"{socket.gethostname()}-{os.getpid()}"
@@ -177,25 +173,8 @@ class Gateway:
 
     def _swap(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
-        self.invalidate()  # offers and rules changed: every cached shelf input may be stale
         for listener in list(self.reload_listeners):
             listener(snapshot)
-
-    # --- caches ------------------------------------------------------------------------------------
-
-    def subscriber_changed(self, msisdn: str) -> None:
-        """A commit changed this subscriber: drop what this process cached and tell the listeners."""
-        self.invalidate(msisdn)
-        for listener in list(self.subscriber_listeners):
-            listener(msisdn)
-
-    def invalidate(self, msisdn: str | None = None) -> None:
-        """Drop cached subscriber data in this process: one subscriber, or everything (``None``)."""
-        for cache in self.caches:
-            if msisdn is None:
-                cache.invalidate_all()
-            else:
-                cache.invalidate(msisdn)
 
     # --- listeners -----------------------------------------------------------------------------------
 

@@ -126,7 +126,7 @@ class ClusterClient:
         smpp.registry.admission = self
         smpp.guard = ClusterGuard(self.gateway.now, self)
         smpp.pipeline.committed_listeners.append(self._committed)
-        self.gateway.subscriber_listeners.append(lambda msisdn: self.link.publish(
+        self.gateway.router.subscriber_changed_listeners.append(lambda msisdn: self.link.publish(
             {"kind": "subscriber", "msisdn": msisdn}))
         self.gateway.reload_listeners.append(self._reloaded)
 
@@ -160,11 +160,11 @@ class ClusterClient:
         kind = event.get("kind")
         if kind == "wake" and self.smpp is not None:
             self.smpp.deliverer.wake_table()
-        elif kind == "subscriber":
-            self.gateway.invalidate(str(event["msisdn"]))
+        elif kind == "subscriber":  # another worker committed a change to this subscriber's shelf
+            self.gateway.router.invalidate(str(event["msisdn"]))
         elif kind == "fixtures":
             self._remote_reload = True
-            try:
+            try:  # a new catalog: the shelf cache empties by itself
                 self.gateway.restore_fixtures()
                 log.info("fixtures reloaded (another process of the group loaded them)")
             finally:

@@ -9,9 +9,6 @@ from twisted.logger import Logger
 
 log = Logger(namespace="gateway.wiring")
 
-# Router actions whose commit changes what a subscriber's shelf is made of.
-SHELF_ACTIONS = frozenset({"subscribed", "cancelled", "opt_out", "opt_in", "refused"})
-
 
 class ListeningService(service.Service):
     """A listener started by a callable; exposes the chosen port for the ready line."""
@@ -59,7 +56,6 @@ class SchedulerService(service.Service):
 def build_surfaces(gateway, args, reactor, top: service.MultiService, smpp) -> dict[str, Any]:
     """Mount every other surface; returns ``{name: port source}`` for the ready line."""
     ports: dict[str, Any] = {}
-    route_invalidation(gateway, smpp.pipeline)
     scheduler = SchedulerService(gateway)
     scheduler.setServiceParent(top)
     from gateway.learning_service import LearningService
@@ -89,15 +85,6 @@ def build_surfaces(gateway, args, reactor, top: service.MultiService, smpp) -> d
     ports.update(_ussd_and_upstream(gateway, args, reactor, top, smpp))
     ports.update(_smtp(gateway, args, reactor, top, smpp))
     return ports
-
-
-def route_invalidation(gateway, pipeline) -> None:
-    """After a commit that changed a subscriber's shelf inputs, tell the gateway (and so its caches)."""
-    def routed(item, reply) -> None:
-        if reply.action in SHELF_ACTIONS:
-            gateway.subscriber_changed(item.inbound.sender)
-
-    pipeline.routed_listeners.append(routed)
 
 
 def _http(gateway, args, reactor, top, extra):

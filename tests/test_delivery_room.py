@@ -54,16 +54,3 @@ def test_three_part_rows_wait_for_room_for_all_parts():
     receiver.answer_all()
     assert receiver.parts == 6 and not deliverer.ready
     assert deliverer._failed == [] and [r.message_id for r in deliverer._done] == ["m1", "m2"]
-
-
-def test_a_row_longer_than_every_window_is_still_sent_when_nothing_is_in_flight():
-    clock = Clock()
-    gateway = SimpleNamespace(settings={"outbox.rate": 1000.0}, now=clock.seconds, reactor=clock)
-    registry = BindRegistry()
-    receiver = Receiver(window=2)
-    registry.add(receiver)
-    deliverer = SmppDeliverer(gateway, registry, "me", build_parts=lambda row, ref: [{}, {}, {}])
-    deliverer.running = True
-    deliverer.ready.append(_row(1))
-    deliverer._send_ready()
-    assert not deliverer.ready  # sent (its third part fails and the row is retried, as before)

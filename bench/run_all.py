@@ -97,6 +97,18 @@ def _market_rows(d: dict) -> list[tuple[str, str, str, str]]:
              "<= 60 s")]
 
 
+def _workers_rows(d: dict) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for label, key in (("SQLite, 1 worker", "sqlite_1_worker"), ("SQLite, 2 workers", "sqlite_2_workers"),
+                       ("PostgreSQL, 2 workers", "postgres_2_workers")):
+        r = d.get(key) or {}
+        rows.append((f'"200" round trips/s, {label} (p99 ms)',
+                     f"{_fmt(r.get('round_trips_per_s'))} ({_fmt(r.get('p99_ms'))})",
+                     _fmt(d.get("null_round_trips_per_s")), ""))
+    rows.append(("  2 workers / 1 worker", _fmt(d.get("two_vs_one"), "x"), "", ">= 1.7x"))
+    return rows
+
+
 def benches(quick: bool) -> list[Bench]:
     m = [PY, "-m"]
     return [
@@ -108,6 +120,8 @@ def benches(quick: bool) -> list[Bench]:
         Bench("sip", m + ["bench.bench_sip"], m + ["bench.bench_sip", "--quick"], _sip_rows, 1800),
         Bench("outbound_sip", m + ["bench.bench_outbound_sip"], m + ["bench.bench_outbound_sip", "--quick"],
               _outbound_sip_rows, 600),
+        Bench("workers", m + ["bench.bench_workers", "--count", "20000"],
+              m + ["bench.bench_workers", "--count", "4000"], _workers_rows, 1800),
         Bench("campaign", m + ["bench.bench_campaign", "--size", "1000000"],
               m + ["bench.bench_campaign", "--size", "50000"], _campaign_rows, 1800),
         Bench("outbound", m + ["bench.bench_outbound"], m + ["bench.bench_outbound", "--targets", "10000",
@@ -137,7 +151,7 @@ def run_one(bench: Bench, quick: bool) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", nargs="*", help="names: smpp ussd upstream sip outbound_sip campaign outbound market")
+    parser.add_argument("--only", nargs="*", help="names: smpp ussd upstream sip outbound_sip campaign outbound market workers")
     args = parser.parse_args(argv)
     results: dict[str, dict] = {}
     rows: list[tuple[str, str, str, str]] = []

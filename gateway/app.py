@@ -27,6 +27,24 @@ from offers.settings import Settings
 
 log = Logger(namespace="gateway")
 
+LISTEN_BACKLOG = 128
+
+
+def shared_socket(kind: int, host: str, port: int) -> socket.socket:
+    """A socket bound with SO_REUSEPORT: every worker of a group binds one, the kernel spreads
+    TCP connections over them and keeps each UDP peer (address and port) on one of them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setblocking(False)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
 
 @dataclass(frozen=True)
 class AccountInfo:
@@ -90,6 +108,8 @@ class Gateway:
         self.started_at = time.time()
         # Names this process's leases; stable across restarts so a restarted process reclaims its own.
         self.instance = "local" if db_url.startswith("sqlite") else f"{socket.gethostname()}-{os.getpid()}"
+        self.worker: int | None = None  # index in a worker group (serve --workers N > 1)
+        self.reuse_port = False  # listeners share their ports with the group's other workers
 
     # --- fixtures -------------------------------------------------------------------------
 
@@ -155,6 +175,29 @@ class Gateway:
         self.snapshot = snapshot
         for listener in list(self.reload_listeners):
             listener(snapshot)
+
+    # --- listeners -----------------------------------------------------------------------------------
+
+    def listen_tcp(self, port: int, factory: Any, interface: str) -> Any:
+        """reactor.listenTCP, or in a worker group a socket sharing the port (SO_REUSEPORT)."""
+        if not self.reuse_port:
+            return self.reactor.listenTCP(port, factory, interface=interface)
+        sock = shared_socket(socket.SOCK_STREAM, interface, port)
+        try:
+            sock.listen(LISTEN_BACKLOG)
+            return self.reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
+        finally:
+            sock.close()  # the reactor holds its own duplicate
+
+    def listen_udp(self, port: int, protocol: Any, interface: str) -> Any:
+        """reactor.listenUDP, or in a worker group a socket sharing the port (each peer sticks to one worker)."""
+        if not self.reuse_port:
+            return self.reactor.listenUDP(port, protocol, interface=interface)
+        sock = shared_socket(socket.SOCK_DGRAM, interface, port)
+        try:
+            return self.reactor.adoptDatagramPort(sock.fileno(), sock.family, protocol)
+        finally:
+            sock.close()
 
     # --- accounts and tokens ----------------------------------------------------------------
 

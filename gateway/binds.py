@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 
@@ -14,8 +14,17 @@ class Receiver(Protocol):
     def send_capacity(self) -> int: ...
 
 
+class BindAdmission(Protocol):
+    """Bind counts shared by a worker group (gateway.cluster): asked before a bind, told after it ends."""
+
+    def acquire_bind(self, system_id: str, limit: int, decided: Callable[[bool], None]) -> None: ...
+
+    def release_bind(self, system_id: str) -> None: ...
+
+
 class BindRegistry:
     def __init__(self) -> None:
+        self.admission: BindAdmission | None = None  # None: this process is the only one
         self._binds: dict[str, list[Receiver]] = defaultdict(list)
         self._rr: dict[str, int] = defaultdict(int)
         self._receivers: dict[str, list[Receiver]] = {}  # cache, rebuilt when binds change
@@ -23,6 +32,18 @@ class BindRegistry:
 
     def count(self, system_id: str) -> int:
         return len(self._binds.get(system_id, ()))
+
+    def reserve(self, system_id: str, limit: int, decided: Callable[[bool], None]) -> None:
+        """Decide whether one more bind of the account stays within ``limit`` (across the group)."""
+        if self.admission is None:
+            decided(self.count(system_id) < limit)
+        else:
+            self.admission.acquire_bind(system_id, limit, decided)
+
+    def unreserve(self, system_id: str) -> None:
+        """A reserved bind that did not happen after all (the connection went away meanwhile)."""
+        if self.admission is not None:
+            self.admission.release_bind(system_id)
 
     def add(self, binding: Receiver) -> None:
         self._binds[binding.system_id].append(binding)
@@ -39,6 +60,7 @@ class BindRegistry:
             if not binds:
                 del self._binds[binding.system_id]
             self._changed()
+            self.unreserve(binding.system_id)
 
     def receivers(self, system_id: str) -> list[Receiver]:
         found = self._receivers.get(system_id)

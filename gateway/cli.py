@@ -25,7 +25,7 @@ def _sub(subs, name: str, help_text: str, example: str) -> argparse.ArgumentPars
 
 def _serve_parser(subs) -> None:
     p = _sub(subs, "serve", "serve SMPP, SIP-lite IVR, HTTP ops API and SMTP",
-             "python run_gateway.py serve --demo --set ivr.agents=2")
+             "python run_gateway.py serve --demo --workers 2 --set ivr.agents=2")
     p.add_argument("--host", default="127.0.0.1", help="address every listener binds to")
     p.add_argument("--smpp-port", type=int, default=2775, help="SMPP 3.4 server port (0 = pick a free one)")
     p.add_argument("--sip-port", type=int, default=5060, help="SIP-lite IVR UDP port")
@@ -49,7 +49,22 @@ def _serve_parser(subs) -> None:
                    help="override a service knob; keys: " + ", ".join(sorted(KNOBS)))
     p.add_argument("--var-dir", default="var", help="folder for mail sink, reports and artifacts")
     p.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines on stderr")
-    p.add_argument("--instance", default=None, help="name of this process in a multi-process setup")
+    p.add_argument("--instance", default=None, help="name of this process (group) in a multi-process setup")
+    p.add_argument("--workers", type=_positive, default=None, metavar="N",
+                   help="processes sharing the ports and the database (default: the number of cores); "
+                        "1 serves in this process")
+    p.add_argument("--cluster", default=None, help=argparse.SUPPRESS)  # a worker: the parent's socket
+    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a worker group's workers are started with
     handler = COMMANDS.get(args.command)
     return handler(args, parser)
 

@@ -61,10 +61,22 @@ class EmailError(Exception):
 
 
 class _Controller(Controller):
-    """aiosmtpd's Controller, able to listen on port 0 (it connects to itself to check it is up)."""
+    """aiosmtpd's Controller, able to listen on port 0 (it connects to itself to check it is up)
+    and to share its port with the other workers of a group (``reuse_port``)."""
+
+    def __init__(self, *args: Any, reuse_port: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.reuse_port = reuse_port
+
+    def _create_server(self):
+        return self.loop.create_server(self._factory_invoker, host=self.hostname, port=self.port,
+                                       ssl=self.ssl_context, reuse_port=self.reuse_port or None)
 
     def _trigger_server(self):
         self.port = self.server.sockets[0].getsockname()[1]
+        if self.reuse_port:  # a self-test connection could land on another worker: build the server directly
+            self.loop.call_soon_threadsafe(self._factory_invoker)
+            return
         super()._trigger_server()
 
 
@@ -145,7 +157,7 @@ class EmailIn(_SmtpServer):
         self.reactor = gateway.reactor
         self.rate_per_minute = rate_per_minute
         self.controller = _Controller(_CommandHandler(self), hostname=host, port=port, data_size_limit=max_bytes,
-                                      server_hostname="gateway.example")
+                                      server_hostname="gateway.example", reuse_port=gateway.reuse_port)
         self.listeners: list[Any] = []  # called with the outbox row values of each reply queued
         self.stats = {"mails": 0, "unknown_senders": 0, "replies": 0}
 
@@ -335,11 +347,12 @@ class _SinkHandler:
 class MailSink(_SmtpServer):
     """``--smtp-sink``: an SMTP server that writes every mail it gets to ``folder`` (one .eml each)."""
 
-    def __init__(self, folder: str | Path, host: str, port: int, max_bytes: int = 1024 * 1024):
+    def __init__(self, folder: str | Path, host: str, port: int, max_bytes: int = 1024 * 1024,
+                 reuse_port: bool = False):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.controller = _Controller(_SinkHandler(self.folder), hostname=host, port=port,
-                                      data_size_limit=max_bytes)
+                                      data_size_limit=max_bytes, reuse_port=reuse_port)
 
 
 # --- serve wiring ---------------------------------------------------------------------------------------
@@ -370,7 +383,8 @@ def email_services(gateway: Any, args: Any, top: Any) -> dict[str, Any]:
     ports: dict[str, Any] = {}
     sink = None
     if args.smtp_sink:
-        sink = MailSink(Path(args.var_dir) / "mail", args.host, args.smtp_out_port)
+        sink = MailSink(Path(args.var_dir) / "mail", args.host, args.smtp_out_port,
+                        reuse_port=gateway.reuse_port)
         _Started(sink).setServiceParent(top)
     sender = EmailSender(gateway, args.host, sink.port_number if sink is not None else args.smtp_out_port)
     _Started(sender).setServiceParent(top)

@@ -18,12 +18,14 @@ from twisted.logger import (
 )
 
 
-def _json_observer(stream):
+def _json_observer(stream, tag: str | None = None):
     def observe(event: dict) -> None:
         record = {
             "time": event.get("log_time"), "level": event["log_level"].name if event.get("log_level") else None,
             "ns": event.get("log_namespace"), "msg": formatEvent(event),
         }
+        if tag:
+            record["process"] = tag
         failure = event.get("log_failure")
         if failure is not None:
             record["traceback"] = failure.getTraceback()
@@ -32,10 +34,12 @@ def _json_observer(stream):
     return observe
 
 
-def _text_observer(stream):
+def _text_observer(stream, tag: str | None = None):
+    prefix = f"{tag} " if tag else ""
+
     def observe(event: dict) -> None:
         level = event["log_level"].name.upper() if event.get("log_level") else "INFO"
-        line = f"{formatTime(event.get('log_time'))} {level:<5} [{event.get('log_namespace', '-')}] " \
+        line = f"{formatTime(event.get('log_time'))} {level:<5} {prefix}[{event.get('log_namespace', '-')}] " \
                f"{formatEvent(event)}"
         failure = event.get("log_failure")
         if failure is not None:
@@ -78,9 +82,10 @@ def _demoting(observer):
     return observe
 
 
-def start_logging(fmt: str = "text", level: LogLevel = LogLevel.info, stream=None) -> None:
+def start_logging(fmt: str = "text", level: LogLevel = LogLevel.info, stream=None, tag: str | None = None) -> None:
+    """Log to ``stream`` (stderr); ``tag`` names the process on every line (a group's worker: ``w1``)."""
     stream = stream or sys.stderr
-    observer = _json_observer(stream) if fmt == "json" else _text_observer(stream)
+    observer = _json_observer(stream, tag) if fmt == "json" else _text_observer(stream, tag)
     predicate = LogLevelFilterPredicate(defaultLogLevel=level)
     globalLogBeginner.beginLoggingTo([_demoting(FilteringLogObserver(observer, [predicate]))],
                                      redirectStandardIO=False)

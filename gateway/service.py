@@ -9,8 +9,10 @@ its last batch, the outbox keeps whatever was not sent (it is on disk).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,23 +37,34 @@ SERVICE_LINES = {
 }
 
 
-class ReadyLine(service.Service):
-    """Once every listener is up: one line per service with its port, then the JSON ports line on stdout."""
+def announce_ready(ports: dict[str, int], host: str, var_dir: str, extra: dict[str, int] | None = None) -> None:
+    """One log line per service with its port, then the JSON ports line on stdout."""
+    for name, port in {**ports, **(extra or {})}.items():
+        line = SERVICE_LINES.get(name, f"{name:<16} {{host}}:{{port}}")
+        log.info("{line}", line=line.format(host=host, port=port, var=var_dir))
+    sys.stdout.write(json.dumps(ports) + "\n")
+    sys.stdout.flush()
+    log.info("ready: {ports}", ports=json.dumps(ports))
 
-    def __init__(self, port_sources: dict[str, Any], host: str, var_dir: str, extra: dict[str, Any] | None = None):
+
+class ReadyLine(service.Service):
+    """Once every listener is up: the start-up lines and the JSON ports line, or (in a worker of a
+    group) the ports as a message to the parent, which announces the group once."""
+
+    def __init__(self, port_sources: dict[str, Any], host: str, var_dir: str, extra: dict[str, Any] | None = None,
+                 announce: Callable[[dict[str, int]], None] | None = None):
         self.port_sources = port_sources
         self.host, self.var_dir = host, var_dir
         self.extra = extra or {}  # listed for the user, not part of the JSON line
+        self.announce = announce
 
     def startService(self) -> None:
         super().startService()
         ports = {name: src.port_number() for name, src in self.port_sources.items()}
-        for name, port in {**ports, **{n: s.port_number() for n, s in self.extra.items()}}.items():
-            line = SERVICE_LINES.get(name, f"{name:<16} {{host}}:{{port}}")
-            log.info("{line}", line=line.format(host=self.host, port=port, var=self.var_dir))
-        sys.stdout.write(json.dumps(ports) + "\n")
-        sys.stdout.flush()
-        log.info("ready: {ports}", ports=json.dumps(ports))
+        if self.announce is not None:
+            self.announce(ports)
+            return
+        announce_ready(ports, self.host, self.var_dir, {n: s.port_number() for n, s in self.extra.items()})
 
 
 def prepare_data(gateway, args) -> None:
@@ -89,6 +102,7 @@ def build_tree(gateway, args, reactor) -> tuple[service.MultiService, dict[str, 
 
     top = service.MultiService()
     smpp = SMPPServerService(gateway, args.host, args.smpp_port)
+    smpp.setName("smpp")
     smpp.setServiceParent(top)
     ports: dict[str, Any] = {"smpp": smpp}
     ports.update(build_surfaces(gateway, args, reactor, top, smpp))
@@ -96,49 +110,80 @@ def build_tree(gateway, args, reactor) -> tuple[service.MultiService, dict[str, 
 
 
 def serve(args, overrides: dict[str, Any]) -> int:
+    """``serve``: one process, or with ``--workers N`` (N > 1) the parent of a worker group."""
+    count = args.workers or os.cpu_count() or 1
+    if count > 1 and args.cluster is None:
+        from gateway.cluster import serve_group
+
+        start_logging(args.log_format)
+        return serve_group(args, overrides, count)
     from twisted.internet import reactor
 
-    from gateway.app import Gateway
-    from gateway.smpp.text import fits_parts
-    from offers.fixtures import FixtureError
-
-    start_logging(args.log_format)
-    Path(args.var_dir).mkdir(parents=True, exist_ok=True)
-    try:
-        gateway = Gateway(reactor, args.db, overrides, fits=fits_parts)
-        gateway.var_dir = Path(args.var_dir)
-        if args.instance:
-            gateway.instance = args.instance
-        prepare_data(gateway, args)
-    except FixtureError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print("the gateway did not start: fix the fixtures above", file=sys.stderr)
+    start_logging(args.log_format, tag=None if args.cluster is None else f"w{args.worker_index}")
+    gateway = load_gateway(args, overrides, reactor)
+    if gateway is None:
         return 1
     top, port_sources = build_tree(gateway, args, reactor)
+    announce = None
+    if args.cluster is not None:
+        from gateway.cluster import ClusterClient
+
+        client = ClusterClient(gateway, args.cluster, args.worker_index)
+        client.install(top.getServiceNamed("smpp"))
+        client.connect()
+        announce = client.ready
     sink = {"smtp_out": gateway.email_sender} if args.smtp_sink else {}
-    ReadyLine(port_sources, args.host, args.var_dir, sink).setServiceParent(top)
-
-    def reload_fixtures(*_):
-        reactor.callFromThread(_reload, gateway, args)
-
-    signal.signal(signal.SIGHUP, reload_fixtures)
+    ReadyLine(port_sources, args.host, args.var_dir, sink, announce).setServiceParent(top)
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reload_fixtures, gateway, args))
     top.startService()
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     reactor.run(installSignalHandlers=True)
     return 0
 
 
-def _reload(gateway, args) -> None:
+def load_gateway(args, overrides: dict[str, Any], reactor) -> Any:
+    """The database ready and the fixtures loaded; None (problems on stderr) when the fixtures are bad.
+
+    A worker of a group serves what its parent loaded.
+    """
+    from gateway.app import Gateway
+    from gateway.smpp.text import fits_parts
+    from offers.fixtures import FixtureError
+
+    Path(args.var_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        gateway = Gateway(reactor, args.db, overrides, fits=fits_parts)
+        gateway.var_dir = Path(args.var_dir)
+        if args.instance:
+            gateway.instance = args.instance
+        if args.cluster is None:
+            prepare_data(gateway, args)
+            return gateway
+        gateway.worker, gateway.reuse_port = args.worker_index, True
+        gateway.instance = f"{gateway.instance}-w{args.worker_index}"  # stable: a restarted worker reclaims its rows
+        if not gateway.restore_fixtures():
+            raise SystemExit("worker: the database holds no fixtures")
+    except FixtureError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print("the gateway did not start: fix the fixtures above", file=sys.stderr)
+        return None
+    return gateway
+
+
+def reload_fixtures(gateway, args) -> bool:
+    """SIGHUP: load the fixture folder again (all or nothing); True when the new set is served."""
     from offers.fixtures import FixtureError
 
     source = args.fixtures or (str(DEMO_DIR) if args.demo else None)
     if source is None:
         log.warn("SIGHUP: no fixture folder to reload (start with --fixtures DIR)")
-        return
+        return False
     try:
         counts = gateway.load_fixtures_dir(source)
-        log.info("SIGHUP: fixtures reloaded from {source}: {counts}", source=source, counts=counts)
     except FixtureError as exc:
         for problem in exc.problems:
             log.error("SIGHUP reload refused: {problem}", problem=str(problem))
+        return False
+    log.info("SIGHUP: fixtures reloaded from {source}: {counts}", source=source, counts=counts)
+    return True

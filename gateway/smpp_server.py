@@ -269,14 +269,23 @@ class SMPPServerProtocol(protocol.Protocol):
         if not password_ok:
             self._reject_later(pdu, S.ESME_RINVPASWD, f"wrong password for {account.system_id!r}")
             return
-        if self.server.registry.count(account.system_id) >= account.max_binds:
+        self.server.registry.reserve(account.system_id, account.max_binds,
+                                     lambda ok: self._bind_admitted(pdu, account, kind, ok))
+
+    def _bind_admitted(self, pdu, account, kind: str, ok: bool) -> None:
+        if self.session is None or self._closing or not self.connected:
+            if ok:
+                self.server.registry.unreserve(account.system_id)
+            return
+        if not ok:
             self._reject_later(pdu, S.ESME_RBINDFAIL,
                                f"{account.system_id!r} already has {account.max_binds} binds")
             return
         self.server.guard.failures.pop(self.peer_ip, None)
         self.system_id, self.bind_kind = account.system_id, kind
         self.server.registry.add(self)
-        log.info("bound {sid} as {kind} from {ip}", sid=account.system_id, kind=kind, ip=self.peer_ip)
+        log.info("bound {sid} as {kind} from {ip}:{port}", sid=account.system_id, kind=kind, ip=self.peer_ip,
+                 port=getattr(self.transport.getPeer(), "port", 0))
         self._bind_decided(self.session.accept_bind(pdu, system_id="10086"))
         self.server.on_bind_change()
 
@@ -410,6 +419,21 @@ class SMPPServerProtocol(protocol.Protocol):
         self._reschedule()
 
 
+def reclaim_leases(gateway: Any, owner: str | None) -> None:
+    """Put the SMPP rows claimed by ``owner`` (``None``: by anybody) back in the queue."""
+    from sqlalchemy import update
+
+    from notifier.models import OutboxMessage
+
+    query = update(OutboxMessage).where(OutboxMessage.state == "sending", OutboxMessage.channel == "smpp")
+    if owner is not None:
+        query = query.where(OutboxMessage.lease_owner == owner)
+    with gateway.db() as session, session.begin():
+        result = session.execute(query.values(state="queued", lease_owner=None, lease_until=None))
+    if result.rowcount:
+        log.info("{n} outbox rows claimed before a restart are due again", n=result.rowcount)
+
+
 class SMPPServerFactory(protocol.Factory):
     def __init__(self, server: SMPPServerService):
         self.server = server
@@ -451,11 +475,10 @@ class SMPPServerService(service.Service):
 
     def startService(self) -> None:
         super().startService()
-        from twisted.internet import reactor
 
         self._restore_parts()
-        self.listening = reactor.listenTCP(self.port, SMPPServerFactory(self), interface=self.host)
-        profiling.install_from_env(reactor)
+        self.listening = self.gateway.listen_tcp(self.port, SMPPServerFactory(self), self.host)
+        profiling.install_from_env(self.gateway.reactor)
         self._reclaim_leases()
         self.deliverer.start()
         self._schedule_expiry()
@@ -488,20 +511,11 @@ class SMPPServerService(service.Service):
     def _reclaim_leases(self) -> None:
         """Rows this instance had claimed before a crash are due again now, not when their lease ends.
 
-        With SQLite only one process serves the database, so every claimed row is ours.
+        A lone SQLite process is the database's only user, so every claimed row is ours; a worker
+        of a group (whose parent reclaimed every row at the group's start) takes back its own.
         """
-        from sqlalchemy import update
-
-        from notifier.models import OutboxMessage
-
-        gw = self.gateway
-        query = update(OutboxMessage).where(OutboxMessage.state == "sending", OutboxMessage.channel == "smpp")
-        if gw.engine.dialect.name != "sqlite":
-            query = query.where(OutboxMessage.lease_owner == self.deliverer.owner)
-        with gw.db() as session, session.begin():
-            result = session.execute(query.values(state="queued", lease_owner=None, lease_until=None))
-        if result.rowcount:
-            log.info("{n} outbox rows claimed before a restart are due again", n=result.rowcount)
+        alone = self.gateway.engine.dialect.name == "sqlite" and self.gateway.worker is None
+        reclaim_leases(self.gateway, None if alone else self.deliverer.owner)
 
     # --- counters (the metrics module plugs in) ------------------------------------------------------
 

@@ -38,8 +38,10 @@ class SchedulerService(service.Service):
         from notifier.scheduler import CampaignScheduler
 
         self.gateway = gateway
+        # On SQLite a worker group's scheduler runs in worker 0; PostgreSQL elects one by advisory lock.
         self.scheduler = CampaignScheduler(gateway.reactor, gateway.db, gateway.outbox,
-                                           lambda: gateway.snapshot.extras["campaigns"], gateway.live_settings)
+                                           lambda: gateway.snapshot.extras["campaigns"], gateway.live_settings,
+                                           local_leader=gateway.worker in (None, 0))
         gateway.reload_listeners.append(lambda _snapshot: self.scheduler.reload() if self.running else None)
 
     def startService(self) -> None:
@@ -71,12 +73,13 @@ def build_surfaces(gateway, args, reactor, top: service.MultiService, smpp) -> d
 
     ivr_service = build_ivr(gateway, args, reactor, top, smpp.deliverer.wake_table)
     stats.add("queue", lambda: ivr_service.live_stats().get("queue"))
-    from ivr.dialer_service import DialerService
+    if gateway.worker in (None, 0):  # one dialer per group, or every worker would call the same targets
+        from ivr.dialer_service import DialerService
 
-    dialer = DialerService(gateway, poke=smpp.deliverer.wake_table, host=args.host)
-    dialer.setServiceParent(top)
-    extra["dialer"] = dialer
-    stats.add("outbound", dialer.live_stats)
+        dialer = DialerService(gateway, poke=smpp.deliverer.wake_table, host=args.host)
+        dialer.setServiceParent(top)
+        extra["dialer"] = dialer
+        stats.add("outbound", dialer.live_stats)
     ports["sip"] = ivr_service
     ports["http"] = _http(gateway, args, reactor, top, extra)
     ports.update(_ussd_and_upstream(gateway, args, reactor, top, smpp))
@@ -89,7 +92,7 @@ def _http(gateway, args, reactor, top, extra):
 
     site = make_site(gateway, extra, reactor)
     site.displayTracebacks = False
-    listener = ListeningService(lambda: reactor.listenTCP(args.http_port, site, interface=args.host))
+    listener = ListeningService(lambda: gateway.listen_tcp(args.http_port, site, args.host))
     listener.setServiceParent(top)
     return listener
 
@@ -102,6 +105,8 @@ def _ussd_and_upstream(gateway, args, reactor, top, smpp) -> dict[str, Any]:
     from gateway.ussd import install_ussd
 
     install_ussd(gateway, smpp)
+    if gateway.worker not in (None, 0):  # one ESME session to the operator per group: worker 0 holds it
+        return {}
     try:
         client = upstream_service(gateway, args)
     except ValueError as exc:

@@ -108,7 +108,7 @@ class IvrService(service.Service):
 
     def startService(self) -> None:
         super().startService()
-        self.listening = self.reactor.listenUDP(self.port, self.protocol, interface=self.host)
+        self.listening = self.effects.gw.listen_udp(self.port, self.protocol, self.host)
 
     def stopService(self):
         super().stopService()

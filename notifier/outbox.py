@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, false, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -109,6 +109,8 @@ class Outbox:
             query = query.where(OutboxMessage.account.in_(list(accounts)))
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
+        else:  # SQLite: take the write lock before reading, so no other process claims the same rows
+            session.execute(update(OutboxMessage).where(false()).values(id=OutboxMessage.id))
         rows = list(session.scalars(query))
         for row in rows:
             row.state = "sending"

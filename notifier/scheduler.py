@@ -5,7 +5,7 @@ second scheduler on a shared job store. With PostgreSQL several gateway processe
 database; only the leader — the process holding ``pg_try_advisory_lock`` on a dedicated
 connection — runs the scheduler. The others retry every ``retry_s`` and take over when the
 leader's connection (and with it the lock) goes away; the leader checks its connection as often
-and steps down when it is lost. SQLite is one process: it always leads.
+and steps down when it is lost. On SQLite a lone process leads; a worker group names one worker.
 
 APScheduler fires jobs on real time in the reactor's thread pool; the job itself takes ``now``
 from the injected clock, so planning is reproducible. A job plans and materialises in one
@@ -45,7 +45,8 @@ class CampaignScheduler:
     def __init__(self, reactor: Any, db_factory: sessionmaker[Session], outbox: Outbox,
                  get_catalog: Callable[[], Any], settings: Mapping[str, Any], *,
                  now: Callable[[], float] | None = None, retry_s: float = 10.0, check_every_s: float = 300.0,
-                 in_thread: Callable[[Callable[[], Any]], defer.Deferred] | None = None):
+                 in_thread: Callable[[Callable[[], Any]], defer.Deferred] | None = None,
+                 local_leader: bool = True):
         self.reactor = reactor
         self.db = db_factory
         self.outbox = outbox
@@ -53,6 +54,7 @@ class CampaignScheduler:
         self.settings = settings
         self.now = now or reactor.seconds
         self.retry_s = retry_s
+        self.local_leader = local_leader  # without PostgreSQL: whether this process leads (one per group)
         self.check_every_s = check_every_s
         self.in_thread = in_thread or (lambda f: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f))
         self.scheduler: TwistedScheduler | None = None
@@ -76,7 +78,7 @@ class CampaignScheduler:
     def _take_lock(self) -> bool:
         engine = self._engine()
         if engine.dialect.name != "postgresql":
-            return True
+            return self.local_leader
         conn = engine.connect()
         try:
             taken = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar())

@@ -1,9 +1,14 @@
-"""Start the real gateway as a new user would, on free loopback ports, for integration tests."""
+"""Start the real gateway as a new user would, on free loopback ports, for integration tests.
+
+Tests run one process (``--workers 1``) unless they ask for a worker group (``workers=2``, or
+``workers=None`` for the default: one worker per core): one process starts faster.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -35,6 +40,28 @@ class RunningGateway:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def wait_log(self, pattern: str, count: int = 1, timeout: float = 60.0) -> list[re.Match]:
+        """The log's matches of ``pattern`` (multiline regex) once there are ``count``; fails after ``timeout``."""
+        regex = re.compile(pattern, re.M)
+        deadline = time.monotonic() + timeout
+        while True:
+            found = list(regex.finditer(self.log_text()))
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{count} log line(s) matching {pattern!r} not seen within {timeout} s")
+            time.sleep(0.1)
+
+    def worker_of(self, local_port: int, timeout: float = 10.0) -> int:
+        """Which worker of a group holds the SMPP bind made from ``local_port`` (its log line says)."""
+        found = self.wait_log(rf"^\S+ \S+ +w(\d+) \[gateway\.smpp\] bound \S+ as \w+ from [\d.]+:{local_port}$",
+                              timeout=timeout)
+        return int(found[-1].group(1))
+
+    def worker_pid(self, index: int) -> int:
+        """The pid of the worker ``index`` started last."""
+        return int(self.wait_log(rf"worker {index} started \(pid (\d+)\)")[-1].group(1))
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -47,8 +74,11 @@ class RunningGateway:
 
 
 def start_gateway(workdir: Path, *args: str, db_url: str | None = None, demo: bool = True,
-                  env: dict[str, str] | None = None) -> RunningGateway:
-    """Run ``run_gateway.py serve`` with every port 0 and wait for its JSON ready line."""
+                  env: dict[str, str] | None = None, workers: int | None = 1) -> RunningGateway:
+    """Run ``run_gateway.py serve`` with every port 0 and wait for its JSON ready line.
+
+    ``workers``: processes of the group (``None``: the default, one per core).
+    """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     db_url = db_url or f"sqlite:///{workdir / 'gateway.db'}"
@@ -57,6 +87,8 @@ def start_gateway(workdir: Path, *args: str, db_url: str | None = None, demo: bo
            "--var-dir", str(workdir / "var")]
     if demo:
         cmd.append("--demo")
+    if workers is not None:
+        cmd.append(f"--workers={workers}")
     cmd.extend(args)
     log_path = workdir / "gateway.log"
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))

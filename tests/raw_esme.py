@@ -23,6 +23,14 @@ from gateway.smpp.session import (
 from gateway.smpp.text import ConcatInfo, TextError, choose_encoding, parse_udh
 
 
+class BindRefused(Exception):
+    """The gateway answered the bind with an error ``status``."""
+
+    def __init__(self, status: int):
+        super().__init__(f"bind refused with status 0x{status:02X}")
+        self.status = status
+
+
 @dataclass
 class Collected:
     acked: dict[int, str] = field(default_factory=dict)  # submit sequence -> message_id
@@ -47,10 +55,14 @@ class RawESME:
         self.session = Session(ESME, time.monotonic, Timers(session_init=0, enquire_link=0, inactivity=0,
                                                             response=60), window=window)
         self.out = Collected()
+        self.bind_status = 0
         self.session.bind(kind, system_id, password)
         self._flush()
         deadline = time.monotonic() + 10
         while self.session.bound_kind is None:
+            if self.bind_status:
+                self.sock.close()
+                raise BindRefused(self.bind_status)
             if time.monotonic() > deadline:
                 raise RuntimeError("bind not answered")
             self.pump(0.5)
@@ -88,8 +100,12 @@ class RawESME:
                     "esm_class": event.pdu.params.get("esm_class", 0),
                     "id": (tlvs.get(TAG_GATEWAY_MESSAGE_ID) or b"").decode(),
                     "mo": (tlvs.get(TAG_CORRELATION) or b"").decode(),
-                    "receipted": tlvs.get(0x001E), "total": concat.total if concat else 1})
+                    "receipted": tlvs.get(0x001E), "total": concat.total if concat else 1,
+                    "data_coding": event.pdu.params.get("data_coding", 0),
+                    "short_message": event.pdu.params.get("short_message", b"")})
                 self.session.respond(event.pdu, 0)
+            elif isinstance(event, ResponseReceived) and event.request.command.startswith("bind_"):
+                self.bind_status = event.response.command_status
             elif isinstance(event, ResponseReceived) and event.request.command == "submit_sm":
                 if event.response.command_status == 0:
                     self.out.acked[event.request.sequence_number] = event.response.params.get("message_id", "")

@@ -265,7 +265,7 @@ class OpsApi:
         snapshot = self.gw.snapshot
         started = getattr(self.gw, "started_at", time.time())
         return {"status": "ok", "fixtures_version": snapshot.version if snapshot else None,
-                "uptime_s": round(max(0.0, time.time() - started), 1)}
+                "uptime_s": round(max(0.0, time.time() - started), 1), "worker": self.gw.worker}
 
     def metrics(self, request: Any) -> Raw:
         refresh_from_db(self.prom, self.gw)

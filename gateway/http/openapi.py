@@ -35,7 +35,9 @@ SCHEMAS: dict[str, Any] = {
         "path": {"type": "string"}, "reason": {"type": "string"}}},
     "Health": {"type": "object", "required": ["status"], "properties": {
         "status": {"type": "string", "enum": ["ok"]}, "fixtures_version": {"type": "integer", "nullable": True},
-        "uptime_s": {"type": "number"}}},
+        "uptime_s": {"type": "number"},
+        "worker": {"type": "integer", "nullable": True, "description": "index of the worker that answered "
+                   "(serve --workers N > 1), null for a single process"}}},
     "Stats": {"type": "object", "description": "see gateway/http/dashboard.py for every key",
               "properties": {k: OBJECT for k in ("queue", "sms", "outbox", "busy_hour", "survey", "binds")}
               | {"campaigns": {"type": "array", "items": OBJECT}, "at": {"type": "number"}},

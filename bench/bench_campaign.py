@@ -39,9 +39,9 @@ class OutOfTime(Exception):
 
 
 def _book():
+    from core.fixtures import parse_set, read_dir
     from notifier import campaign_sections, core_sections
     from offers import sections as offer_sections
-    from offers.fixtures import parse_set, read_dir
 
     sections = [*core_sections.SECTIONS, *offer_sections.SECTIONS, *campaign_sections.SECTIONS]
     names = {s.filename.rsplit(".", 1)[0] for s in sections}
@@ -103,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
 
     import notifier.campaign_models  # noqa: F401 - registers the tables
+    from core import db
+    from core.settings import Settings
     from notifier.campaigns import parse_at, plan
-    from offers import db
-    from offers.settings import Settings
 
     OUT.mkdir(parents=True, exist_ok=True)
     engine = db.make_engine(args.db or f"sqlite:///{OUT / f'bench_campaign_{args.size}.db'}")

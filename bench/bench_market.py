@@ -26,10 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--holdout", type=float, default=0.5)
     args = parser.parse_args(argv)
 
+    from core.settings import Settings
     from gateway.cli import DEMO_DIR
     from gateway.market_cli import _catalog, write_png
     from offers.market_sim import simulate
-    from offers.settings import Settings
 
     started = time.perf_counter()
     cpu = time.process_time()

@@ -34,8 +34,8 @@ SEGMENTS = (("A1", 0.02), ("A2", 0.05), ("B1", 0.13), ("B2", 0.2), ("C", 0.35), 
 
 
 def _book():
+    from core.fixtures import parse_set, read_dir
     from gateway.sections import all_sections
-    from offers.fixtures import parse_set, read_dir
 
     parsed, problems = parse_set(read_dir(ROOT / "fixtures" / "demo"), all_sections())
     if problems:

@@ -21,8 +21,8 @@ from tests.raw_esme import RawESME
 
 
 def _queue(db_url: str, count: int) -> None:
+    from core.db import make_engine, session_factory
     from notifier.outbox import Outbox
-    from offers.db import make_engine, session_factory
 
     outbox = Outbox(time.time, {})
     factory = session_factory(make_engine(db_url))

@@ -67,8 +67,8 @@ def sip_target() -> Callable[[bytes], None]:
 
 
 def fixtures_target() -> Callable[[bytes], None]:
+    from core.fixtures import parse_set
     from gateway.sections import all_sections
-    from offers.fixtures import parse_set
 
     def one(data: bytes) -> None:
         text = data.decode("utf-8", "replace")
@@ -78,10 +78,10 @@ def fixtures_target() -> Callable[[bytes], None]:
 
 def ussd_target() -> Callable[[bytes], None]:
     """The USSD dialog state machine on the demo menus: every input line a subscriber could type."""
+    from core.fixtures import parse_set, read_dir
     from gateway.cli import DEMO_DIR
     from gateway.sections import all_sections
     from gateway.ussd import Route, UssdDialog
-    from offers.fixtures import parse_set, read_dir
 
     parsed, _ = parse_set(read_dir(DEMO_DIR), all_sections())
     book = parsed["ussd.menus"]

@@ -28,7 +28,7 @@ def cached_path(size: int, distinct: int) -> Path:
 def build(path: Path, size: int, distinct: int) -> None:
     from sqlalchemy import text
 
-    from offers.db import make_engine, migrate
+    from core.db import make_engine, migrate
     from offers.models import Subscriber
     from offers.population import generate
 

@@ -17,13 +17,13 @@ from typing import Any
 from sqlalchemy import select
 from twisted.logger import Logger
 
+from core.db import make_engine, migrate, session_factory, transaction
+from core.fixtures import FixtureError, load_set, parse_set, read_dir
+from core.settings import Settings
 from gateway.sections import all_sections
 from notifier.models import FixtureSetRow
 from notifier.outbox import Outbox
 from notifier.security import hash_token
-from offers.db import make_engine, migrate, session_factory, transaction
-from offers.fixtures import FixtureError, load_set, parse_set, read_dir
-from offers.settings import Settings
 
 log = Logger(namespace="gateway")
 

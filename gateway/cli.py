@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from offers.db import DEFAULT_URL
-from offers.settings import KNOBS, SettingsError, parse_overrides
+from core.db import DEFAULT_URL
+from core.settings import KNOBS, SettingsError, parse_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = ROOT / "fixtures" / "demo"
@@ -177,8 +177,8 @@ def _print_problems(problems) -> None:
 
 
 def cmd_check_fixtures(args, parser) -> int:
+    from core.fixtures import FixtureError, parse_set, read_dir
     from gateway.sections import all_sections
-    from offers.fixtures import FixtureError, parse_set, read_dir
 
     try:
         files = read_dir(args.dir)
@@ -203,7 +203,7 @@ def _offline_gateway(db_url: str):
 
 
 def cmd_load_fixtures(args, parser) -> int:
-    from offers.fixtures import FixtureError
+    from core.fixtures import FixtureError
 
     gateway = _offline_gateway(args.db)
     try:
@@ -217,8 +217,8 @@ def cmd_load_fixtures(args, parser) -> int:
 
 
 def cmd_gen_population(args, parser) -> int:
+    from core.db import make_engine, migrate
     from gateway.progress import progress_reporter
-    from offers.db import make_engine, migrate
     from offers.population import generate
 
     engine = make_engine(args.db)

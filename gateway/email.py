@@ -32,12 +32,12 @@ from twisted.application import service
 from twisted.internet import threads
 from twisted.logger import Logger
 
+from core.templates import TemplateRenderError
 from gateway.smpp.ratelimit import TokenBucket
 from notifier.models import MessageLog
 from offers.queries import msisdn_by_email
 from offers.router import Inbound
 from offers.shelf import reply_vars
-from offers.templates import TemplateRenderError
 
 log = Logger(namespace="gateway.email")
 

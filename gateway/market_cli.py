@@ -52,7 +52,7 @@ def _check(args: argparse.Namespace) -> str | None:
 
 
 def _catalog(directory: str) -> Any:
-    from offers.fixtures import FixtureError, parse_set, read_dir
+    from core.fixtures import FixtureError, parse_set, read_dir
     from offers.sections import FILES, SECTIONS, build_catalog
 
     files = {k: v for k, v in read_dir(directory).items() if k in FILES}
@@ -63,9 +63,9 @@ def _catalog(directory: str) -> Any:
 
 
 def run_market(args: argparse.Namespace) -> int:
-    from offers.fixtures import FixtureError
+    from core.fixtures import FixtureError
+    from core.settings import Settings, SettingsError, parse_overrides
     from offers.market_sim import simulate
-    from offers.settings import Settings, SettingsError, parse_overrides
 
     problem = _check(args)
     if problem:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from offers.fixtures import Section
+from core.fixtures import Section
 
 
 def all_sections() -> list[Section]:

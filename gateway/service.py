@@ -146,9 +146,9 @@ def load_gateway(args, overrides: dict[str, Any], reactor) -> Any:
 
     A worker of a group serves what its parent loaded.
     """
+    from core.fixtures import FixtureError
     from gateway.app import Gateway
     from gateway.smpp.text import fits_parts
-    from offers.fixtures import FixtureError
 
     Path(args.var_dir).mkdir(parents=True, exist_ok=True)
     try:
@@ -173,7 +173,7 @@ def load_gateway(args, overrides: dict[str, Any], reactor) -> Any:
 
 def reload_fixtures(gateway, args) -> bool:
     """SIGHUP: load the fixture folder again (all or nothing); True when the new set is served."""
-    from offers.fixtures import FixtureError
+    from core.fixtures import FixtureError
 
     source = args.fixtures or (str(DEMO_DIR) if args.demo else None)
     if source is None:

@@ -27,6 +27,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from core.templates import TemplateRenderError, render
 from gateway.smpp.constants import CommandStatus as S
 from gateway.smpp.constants import Tag, UssdServiceOp
 from gateway.smpp.session import State
@@ -35,7 +36,6 @@ from notifier.models import MessageLog
 from notifier.outbox import new_message_id
 from offers.catalog import normalize
 from offers.router import Inbound
-from offers.templates import TemplateRenderError, render
 from offers.ussd_menu import Menu, MenuItem, UssdBook
 
 __all__ = [

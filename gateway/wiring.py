@@ -35,7 +35,7 @@ class SchedulerService(service.Service):
     """The campaign scheduler (one leader per database), reloaded with the fixtures."""
 
     def __init__(self, gateway):
-        from notifier.scheduler import CampaignScheduler
+        from gateway.scheduler import CampaignScheduler
 
         self.gateway = gateway
         # On SQLite a worker group's scheduler runs in worker 0; PostgreSQL elects one by advisory lock.

@@ -34,9 +34,9 @@ FACTS_CACHE = 100_000
 
 def load_catalog(files: Mapping[str, str]) -> OffersCatalog:
     """The offers catalog of a fixture set (raises FixtureError with file:line reasons)."""
+    from core.fixtures import FixtureError, parse_set
     from notifier import core_sections
     from offers import sections as offer_sections
-    from offers.fixtures import FixtureError, parse_set
 
     sections = [*core_sections.SECTIONS, *offer_sections.SECTIONS]
     names = {s.filename.rsplit(".", 1)[0] for s in sections}
@@ -50,8 +50,8 @@ def load_catalog(files: Mapping[str, str]) -> OffersCatalog:
 def _fixture_files(fixtures_dir: str | None, session_factory: Any) -> dict[str, str]:
     from sqlalchemy import select
 
+    from core.fixtures import read_dir
     from notifier.models import FixtureSetRow
-    from offers.fixtures import read_dir
 
     if fixtures_dir is None and session_factory is not None:
         with session_factory() as session:
@@ -95,7 +95,7 @@ def listen_callees(reactor: Any, host: str, port: int, make_app: Callable[[SipCo
 def _session_factory(db_url: str | None) -> Any:
     if not db_url:
         return None
-    from offers.db import make_engine, migrate, session_factory
+    from core.db import make_engine, migrate, session_factory
 
     engine = make_engine(db_url)
     migrate(engine)
@@ -106,7 +106,7 @@ def run(args: Any) -> int:
     """Serve until SIGINT/SIGTERM or ``--duration``; print the summary as JSON."""
     from twisted.internet import reactor
 
-    from offers.fixtures import FixtureError
+    from core.fixtures import FixtureError
 
     try:
         factory = _session_factory(args.db)

@@ -22,6 +22,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core.templates import TemplateRenderError, render
 from ivr.flows import CallInfo, Profile
 from ivr.models import BusyHourSms, Call, Survey
 from ivr.sections import IvrConfig, local_day
@@ -29,7 +30,6 @@ from notifier.models import MessageLog
 from notifier.surveys import create_survey, open_survey
 from offers.models import Subscriber
 from offers.router import Inbound
-from offers.templates import TemplateRenderError, render
 
 __all__ = ["GatewayEffects", "sampled"]
 

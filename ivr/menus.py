@@ -25,8 +25,8 @@ from typing import Any
 import jinja2
 import jinja2.meta
 
-from offers.fixtures import Doc, Parsed, Problem, check_fields
-from offers.templates import SMS_ENV, compile_template, render
+from core.fixtures import Doc, Parsed, Problem, check_fields
+from core.templates import SMS_ENV, compile_template, render
 
 ACTIONS = ("balance", "shelf", "menu", "agent", "survey", "hangup")
 KEYS = frozenset("0123456789*#")

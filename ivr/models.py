@@ -10,8 +10,8 @@ from __future__ import annotations
 from sqlalchemy import Boolean, Float, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from core.db import Base
 from notifier.models import Survey  # the survey belongs to the messaging domain; re-exported for the IVR
-from offers.db import Base
 
 __all__ = ["BUSY_REASONS", "OUTCOMES", "BusyHourSms", "Call", "Survey"]
 

@@ -26,9 +26,9 @@ from typing import Any
 
 import jinja2
 
+from core.fixtures import Doc, Parsed, Problem, Section
+from core.templates import compile_template, render
 from ivr.menus import Checker, IvrMenus, parse_menus
-from offers.fixtures import Doc, Parsed, Problem, Section
-from offers.templates import compile_template, render
 
 CST = dt.timezone(dt.timedelta(hours=8))
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")

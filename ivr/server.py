@@ -20,12 +20,12 @@ from typing import Any
 from twisted.application import service
 from twisted.internet.protocol import DatagramProtocol
 
+from core.templates import render
 from ivr.effects import GatewayEffects
 from ivr.flows import IvrApp
 from ivr.sections import IvrConfig
 from ivr.sip import SipCore
 from notifier import surveys
-from offers.templates import render
 
 __all__ = ["SipProtocol", "IvrService", "build_ivr", "survey_texts"]
 

@@ -1,9 +1,9 @@
-"""Alembic environment: one metadata (offers.db.Base) for every domain's tables."""
+"""Alembic environment: one metadata (core.db.Base) for every domain's tables."""
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from offers.db import Base, import_models
+from core.db import Base, import_models
 
 import_models()
 config = context.config

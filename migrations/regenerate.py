@@ -5,7 +5,7 @@ import tempfile
 
 from alembic import command
 
-from offers.db import alembic_config, import_models, make_engine, migrate
+from core.db import alembic_config, import_models, make_engine, migrate
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import JSON, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from offers.db import Base
+from core.db import Base
 
 CAMPAIGN_STATES = ("active", "paused")
 

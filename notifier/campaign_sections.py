@@ -31,13 +31,13 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy import select
 
+from core.fixtures import Doc, Parsed, Problem, Section, check_fields, require_list, require_mapping
+from core.templates import SMS_ENV, TemplateRenderError, compile_template, render
 from notifier import policy
 from notifier.campaign_models import CampaignState
 from notifier.consolidate import Item, content_hash, email_digest, sms_digest, sms_size
 from offers import schema
-from offers.fixtures import Doc, Parsed, Problem, Section, check_fields, require_list, require_mapping
 from offers.rules import Condition, compile_condition
-from offers.templates import SMS_ENV, TemplateRenderError, compile_template, render
 
 CAMPAIGN_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 MAX_CAMPAIGNS = 200

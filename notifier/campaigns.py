@@ -37,6 +37,8 @@ from sqlalchemy import distinct, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from core.db import transaction
+from core.templates import TemplateRenderError
 from notifier import policy
 from notifier.campaign_models import CampaignRun, CampaignState, Complaint, ContactLog, ExclusionCount
 from notifier.campaign_sections import (
@@ -54,9 +56,7 @@ from notifier.consolidate import Digest, Item, email_digest, sms_digest
 from notifier.models import OutboxMessage
 from notifier.outbox import Outbox
 from offers import exposures, schema
-from offers.db import transaction
 from offers.models import Refusal, Subscriber, Subscription
-from offers.templates import TemplateRenderError
 
 log = logging.getLogger("notifier.campaigns")
 
@@ -737,11 +737,11 @@ def parse_at(text: str, tz: str) -> float:
 
 
 def _load_book(session: Session, fixtures_dir: str | None) -> tuple[CampaignBook, Any]:
+    from core.fixtures import FixtureError, parse_set, read_dir
+    from core.settings import Settings
     from notifier import campaign_sections, core_sections
     from notifier.models import FixtureSetRow
     from offers import sections as offer_sections
-    from offers.fixtures import FixtureError, parse_set, read_dir
-    from offers.settings import Settings
 
     if fixtures_dir is not None:
         files = read_dir(fixtures_dir)
@@ -770,8 +770,8 @@ def plan_command(db_url: str, fixtures_dir: str | None, campaign_id: str, at_iso
     ``out`` (:func:`stream_plan`) and the text is the summary, ``{"summary": {...}}``. ``progress(n)``
     is told the subscribers scanned after every chunk (default: the ``notifier.campaigns`` log).
     """
-    from offers.db import make_engine, migrate, session_factory
-    from offers.fixtures import FixtureError
+    from core.db import make_engine, migrate, session_factory
+    from core.fixtures import FixtureError
 
     progress = progress or (lambda n: log.info("campaign plan %s: %d subscribers scanned", campaign_id, n))
     engine = make_engine(db_url)

@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import delete
 
+from core.fixtures import Doc, Parsed, Problem, Section, check_fields, require_list, require_mapping
+from core.settings import SettingsError, coerce
 from notifier.models import Account, OpsToken
-from offers.fixtures import Doc, Parsed, Problem, Section, check_fields, require_list, require_mapping
-from offers.settings import SettingsError, coerce
 
 BIND_TYPES = ("tx", "rx", "trx")
 SYSTEM_ID = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")

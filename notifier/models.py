@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from offers.db import Base
+from core.db import Base
 
 OUTBOX_STATES = ("queued", "sending", "sent", "delivered", "failed", "expired")
 FINAL_STATES = ("delivered", "failed", "expired")

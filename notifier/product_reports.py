@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from offers.settings import KNOBS
+from core.settings import KNOBS
 
 DAY = 86400.0
 WEEK = 7 * DAY

@@ -19,10 +19,10 @@ from typing import Any
 
 from sqlalchemy import select
 
+from core.fixtures import Doc, Parsed, Problem, Section, check_fields, require_list
 from notifier import policy
 from notifier.campaign_sections import fast_predicate
 from notifier.project_models import DoNotCall, ProjectState
-from offers.fixtures import Doc, Parsed, Problem, Section, check_fields, require_list
 from offers.rules import Condition, compile_condition
 
 PROJECT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")

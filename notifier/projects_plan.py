@@ -368,9 +368,9 @@ def iter_stage(plan_: ProjectPlan, stage: str) -> Iterator[Target]:
 
 
 def _load(session: Session, fixtures_dir: str | None) -> tuple[ProjectBook, Any, policy.PolicyParams]:
+    from core.fixtures import FixtureError, parse_set, read_dir
     from gateway.sections import all_sections
     from notifier.models import FixtureSetRow
-    from offers.fixtures import FixtureError, parse_set, read_dir
     from offers.sections import build_catalog
 
     if fixtures_dir is not None:
@@ -389,8 +389,8 @@ def _load(session: Session, fixtures_dir: str | None) -> tuple[ProjectBook, Any,
 
 def plan_command(db_url: str, project_id: str, at_iso: str, as_json: bool) -> tuple[int, str]:
     """``project plan ID --at TIME [--json]``: ``(exit code, text)``; nothing is dialled."""
-    from offers.db import make_engine, migrate, session_factory
-    from offers.fixtures import FixtureError
+    from core.db import make_engine, migrate, session_factory
+    from core.fixtures import FixtureError
 
     engine = make_engine(db_url)
     try:

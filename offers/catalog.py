@@ -16,9 +16,9 @@ from typing import Any
 
 import jinja2
 
+from core.templates import render
 from offers.rules import Condition
 from offers.segments import SegmentParams
-from offers.templates import render
 
 _SPACE = re.compile(r"\s+")
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import jinja2
 
-from offers.fixtures import Doc, Parsed, Problem, Section, check_fields
-from offers.templates import compile_template, render
+from core.fixtures import Doc, Parsed, Problem, Section, check_fields
+from core.templates import compile_template, render
 
 BASE_VARS = ("msisdn", "name", "brand_name")
 REPLY_VARS = ("command", "reply")

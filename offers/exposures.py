@@ -34,8 +34,8 @@ from typing import Any
 from sqlalchemy import BigInteger, Boolean, Float, Index, Integer, String, event, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from core.db import Base
 from offers import fastsql
-from offers.db import Base
 
 ATTRIBUTION_S = 7 * 86400.0
 OUTCOMES = ("ordered", "confirmed", "cancelled", "refused", "complaint", "opt_out")

@@ -42,9 +42,9 @@ import numpy as np
 from sqlalchemy import Boolean, Float, Integer, String, delete, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from core.db import Base
+from core.settings import KNOBS
 from offers import fastsql
-from offers.db import Base
-from offers.settings import KNOBS
 
 DRAWS = 64
 PRIORITY_REF = 50.0

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from offers.db import Base
+from core.db import Base
 
 CHANNELS = ("phone", "sms", "web", "hall")
 

@@ -37,8 +37,8 @@ from sqlalchemy import delete, insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
+from core.fixtures import FixtureError, parse_text
 from offers import schema, segments
-from offers.fixtures import FixtureError, parse_text
 from offers.models import CHANNELS, Subscriber
 
 FIRST = 13900000000

@@ -38,14 +38,14 @@ from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
+from core.settings import KNOBS
+from core.templates import TemplateRenderError
 from offers import exposures, fastsql, schema
 from offers.catalog import CatalogOffer, OffersCatalog, normalize
 from offers.learning import EMPTY, LearnedSnapshot, assign, segment_key
 from offers.models import PendingOrder, Refusal, ShelfView, Subscriber, Subscription
-from offers.settings import KNOBS
 from offers.shelf import DAY, build_shelf, default_fits, fit_reply, load_inputs, reply_vars
 from offers.shelf_cache import ShelfCache
-from offers.templates import TemplateRenderError
 
 log = logging.getLogger(__name__)
 

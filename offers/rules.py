@@ -2,7 +2,7 @@
 
 A condition compiles once, when its fixture loads; an unknown attribute, a type
 error (``brand > 3``, ``brand == 3``), a syntax error or a non-boolean result is a
-:class:`~offers.fixtures.Problem` with the fixture's file and line. Nothing is
+:class:`~core.fixtures.Problem` with the fixture's file and line. Nothing is
 ever passed to ``eval``: rule-engine parses its own small language.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 import rule_engine
 import rule_engine.ast as ast
 
+from core.fixtures import Problem
 from offers import schema
-from offers.fixtures import Problem
 
 MAX_RULE_CHARS = 2000
 

@@ -23,13 +23,13 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from core.fixtures import Doc, Parsed, Problem, Section, check_fields, require_list, require_mapping
+from core.templates import compile_template
 from offers import schema, segments
 from offers.catalog import CatalogOffer, KeywordTable, OffersCatalog, normalize
-from offers.fixtures import Doc, Parsed, Problem, Section, check_fields, require_list, require_mapping
 from offers.models import CHANNELS, Offer, Refusal, Subscriber, Subscription
 from offers.router import BASE_VARS, KEYWORD_ACTIONS, PREFIX_ACTIONS, REPLY_VARS, REQUIRED_ACTIONS
 from offers.rules import compile_condition
-from offers.templates import compile_template
 
 NUM = (int, float)
 CST = dt.timezone(dt.timedelta(hours=8))  # China Standard Time, no DST: dates in fixtures are local

@@ -31,10 +31,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from core.settings import KNOBS
 from offers import fastsql, schema, segments
 from offers.catalog import CatalogOffer, OffersCatalog
 from offers.learning import EMPTY, LearnedSnapshot, LearnedTerm, assign, learning_report
-from offers.settings import KNOBS
 
 DAY = 86400.0
 SHELF_CHANNEL = "sms"

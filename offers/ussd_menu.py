@@ -25,9 +25,9 @@ from typing import Any
 
 import jinja2
 
+from core.fixtures import Doc, Parsed, Problem, Section, check_fields
+from core.templates import compile_template
 from offers.catalog import KeywordTable, normalize
-from offers.fixtures import Doc, Parsed, Problem, Section, check_fields
-from offers.templates import compile_template
 
 ACTIONS = ("menu", "offers", "command")
 MAX_DEPTH = 4

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from twisted.internet.selectreactor import SelectReactor
 
+from core.fixtures import read_dir
 from ivr.callee_server import DEMO_FIXTURES, hour_clock, load_catalog
 from ivr.callees import ACCEPT, ANSWER, BUSY, DIGITS, NO_ANSWER, OPT_OUT, REFUSE, REPLAY, offer_reply, pickup
 from ivr.outbound_sip import listen_outbound
@@ -21,7 +22,6 @@ from ivr.sip.core import SipCore
 from ivr.sip.uac import Answered, DtmfReceived, Failed, HungUp, Ringing, TimedOut, Trying, UacEndpoint
 from ivr.sip.uas_sim import CalleeApp
 from offers import schema
-from offers.fixtures import read_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -209,11 +209,11 @@ class DialerWire(Wire):
 
     def __init__(self, catalog, facts: dict) -> None:
         super().__init__(catalog, facts)
+        from core.fixtures import parse_set
         from gateway.sections import all_sections
         from ivr.dialer import Dialer
         from ivr.dialer_project import dial_config
         from notifier.projects_plan import Target
-        from offers.fixtures import parse_set
 
         parsed, problems = parse_set(read_dir(DEMO_FIXTURES), all_sections())
         assert problems == []

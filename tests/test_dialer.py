@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
+from core import db
+from core.fixtures import load_set, parse_set, read_dir
 from gateway.sections import all_sections
 from ivr.dialer import Cancel, Dial, Dialer, Hangup, OptOut, Order, Prompt, Record, Refused
 from ivr.dialer_project import agents_for, allowed_fn, dial_config
@@ -21,8 +23,6 @@ from ivr.sip.uac import Answered, DtmfReceived, Failed, HungUp
 from notifier import policy
 from notifier.project_models import DoNotCall
 from notifier.projects_plan import Target, WeekCalls, decide, plan, voice_histories
-from offers import db
-from offers.fixtures import load_set, parse_set, read_dir
 from offers.models import Refusal, Subscriber, Subscription
 from offers.population import generate
 

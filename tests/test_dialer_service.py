@@ -16,6 +16,7 @@ import yaml
 from sqlalchemy import select
 from twisted.internet import defer, task
 
+from core.fixtures import read_dir
 from gateway.app import Gateway
 from ivr.dialer_service import DialerService
 from ivr.sip.uac import Answered, DtmfReceived, Failed, HungUp
@@ -24,7 +25,6 @@ from notifier.models import OutboxMessage
 from notifier.project_models import ProjectCall
 from notifier.projects_lifecycle import transition
 from notifier.projects_plan import iter_stage, plan
-from offers.fixtures import read_dir
 from offers.models import Refusal
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,9 +11,9 @@ from email.parser import BytesParser
 
 import pytest
 
+from core.fixtures import parse_set, read_dir
 from gateway.email import EmailError, EmailIn, EmailSender, MailSink, command_of, send_template_email
 from offers.email_templates import SECTION as EMAIL_SECTION
-from offers.fixtures import parse_set, read_dir
 from tests.harness import ROOT
 
 DEMO = ROOT / "fixtures" / "demo"
@@ -195,8 +195,8 @@ def test_relay_down_means_retry_not_loss(mail, tmp_path):
 
 
 def test_email_template_fixture_checks_variables():
+    from core.fixtures import parse_text
     from offers.email_templates import parse_templates
-    from offers.fixtures import parse_text
 
     text = (DEMO / "email_templates.yaml").read_text(encoding="utf-8").replace("{{ note }}", "{{ secret }}", 1)
     doc, _ = parse_text("email_templates.yaml", text)

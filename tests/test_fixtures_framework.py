@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.fixtures import Problem, parse_set, parse_text, read_dir
+from core.settings import KNOBS, Settings, SettingsError, coerce, parse_overrides
 from notifier import core_sections
-from offers.fixtures import Problem, parse_set, parse_text, read_dir
-from offers.settings import KNOBS, Settings, SettingsError, coerce, parse_overrides
 
 ACCOUNTS = """accounts:
   - system_id: tester

@@ -23,10 +23,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from core.fixtures import read_dir
 from gateway.app import Gateway
 from gateway.http import make_site
 from gateway.metrics import GatewayMetrics
-from offers.fixtures import read_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "fixtures" / "demo"
@@ -328,7 +328,7 @@ class InlineScheduler:
     """CampaignScheduler with its worker thread replaced by a direct call."""
 
     def __new__(cls, gateway):
-        from notifier.scheduler import CampaignScheduler
+        from gateway.scheduler import CampaignScheduler
 
         return CampaignScheduler(gateway.reactor, gateway.db, gateway.outbox,
                                  lambda: gateway.snapshot.extras.get("campaigns") or gateway.snapshot.parsed,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.orm import Session
 
+from core.db import Base, import_models, make_engine
 from ivr.effects import sampled
 from ivr.models import BusyHourSms, Call, Survey
 from ivr.reports import busy_hour_report, ivr_report
 from notifier.models import MessageLog
 from notifier.surveys import survey_report
-from offers.db import Base, import_models, make_engine
 
 T = 1_795_000_000.0
 DAY = 86400.0

@@ -40,7 +40,7 @@ BOOTSTRAP = """
 import sys
 from ivr import models, sections as ivr_sections
 from ivr.server import build_ivr
-from offers import db
+from core import db
 import gateway.app as app, gateway.sections as gs, gateway.wiring as wiring
 
 _sections, _extras, _surfaces, _migrate = gs.all_sections, gs.build_extras, wiring.build_surfaces, db.migrate

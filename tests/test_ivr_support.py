@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from twisted.internet import task
 
+from core.db import Base
+from core.fixtures import parse_set, read_dir
 from gateway.app import Gateway
 from gateway.sections import all_sections
 from ivr import sections as ivr_sections
@@ -18,8 +20,6 @@ from ivr.models import BusyHourSms, Call, Survey
 from ivr.sip import SendDatagram, SipCore, decode_header_text, parse
 from ivr.sip.message import Response
 from notifier import surveys
-from offers.db import Base
-from offers.fixtures import parse_set, read_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "fixtures" / "demo"

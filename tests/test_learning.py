@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.db import session_factory
+from core.settings import Settings
 from offers import exposures, learning
-from offers.db import session_factory
 from offers.router import Inbound, Router
-from offers.settings import Settings
 from offers.shelf import build_shelf, load_inputs
 from tests.harness import ROOT
 from tests.test_offers_support import BACKENDS, NOW, demo_catalog, load_demo, make_test_engine

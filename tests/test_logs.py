@@ -21,7 +21,7 @@ CHATTER = [
 KEPT = [
     ("gateway.serve", "SMPP 3.4 server  127.0.0.1:2775  (ESMEs bind here)"),
     ("gateway.serve", 'ready: {"smpp": 2775}'),
-    ("notifier.scheduler", "campaign scheduler: this process leads"),
+    ("gateway.scheduler", "campaign scheduler: this process leads"),
 ]
 
 

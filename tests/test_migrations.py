@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from offers.db import Base, import_models, make_engine, migrate
+from core.db import Base, import_models, make_engine, migrate
 
 
 def test_upgrade_head_matches_models(db_url):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
+from core.db import import_models, make_engine, migrate, session_factory
 from gateway.mo_parts import HeldPart, PartStore
 from gateway.smpp.text import ConcatInfo, Reassembler
 from notifier.models import PendingPart
-from offers.db import import_models, make_engine, migrate, session_factory
 
 
 def _factory(db_url: str):

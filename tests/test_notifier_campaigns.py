@@ -18,16 +18,17 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 import notifier.campaign_models  # noqa: F401 - registers the tables
+from core import db
+from core.fixtures import parse_set, read_dir
+from core.settings import Settings
 from notifier import campaign_sections, campaigns, reports
 from notifier.campaign_models import Alert, CampaignState, ContactLog
 from notifier.consolidate import Item, sms_digest, sms_size
 from notifier.models import OutboxMessage
 from notifier.outbox import Outbox
-from offers import db, schema
-from offers.fixtures import parse_set, read_dir
+from offers import schema
 from offers.models import Subscriber, Subscription
 from offers.rules import compile_condition
-from offers.settings import Settings
 
 CST = ZoneInfo("Asia/Shanghai")
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from offers.db import session_factory
-from offers.fixtures import load_set
+from core.db import session_factory
+from core.fixtures import load_set
 from offers.models import Offer, Refusal, Subscriber, Subscription
 from offers.sections import SECTIONS
 from tests.test_offers_support import BACKENDS, NOW, demo_files, load_demo, make_test_engine, parse_demo

@@ -7,10 +7,10 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from offers.db import session_factory
+from core.db import session_factory
+from core.settings import Settings
 from offers.models import PendingOrder, ShelfView, Subscriber, Subscription
 from offers.router import Inbound, Reply, Router, record_refusal
-from offers.settings import Settings
 from offers.shelf import default_fits, shelf_json
 from tests.test_offers_support import BACKENDS, NOW, demo_catalog, load_demo, make_test_engine
 

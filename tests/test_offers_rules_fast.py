@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.fixtures import parse_set, read_dir
 from gateway.sections import all_sections
 from offers import schema
-from offers.fixtures import parse_set, read_dir
 from offers.rules import compile_condition
 from tests.harness import ROOT
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from core.db import session_factory
+from core.templates import TemplateRenderError, compile_template, render
 from offers import population, schema, segments
-from offers.db import session_factory
 from offers.models import Subscriber
 from offers.segments import Feature, SegmentParams, Threshold
-from offers.templates import TemplateRenderError, compile_template, render
 from tests.test_offers_support import BACKENDS, demo_catalog, make_test_engine
 
 # score = arpu_avg exactly, so grades can be probed at their boundaries

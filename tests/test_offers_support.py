@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from offers.db import Base, import_models, make_engine, session_factory
-from offers.fixtures import load_set, parse_set, read_dir
+from core.db import Base, import_models, make_engine, session_factory
+from core.fixtures import load_set, parse_set, read_dir
 from offers.sections import FILES, SECTIONS, build_catalog
 
 DEMO = Path(__file__).resolve().parent.parent / "fixtures" / "demo"

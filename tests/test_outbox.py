@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from core.db import import_models, make_engine, migrate, session_factory
 from notifier.models import OutboxMessage
 from notifier.outbox import Outbox
-from offers.db import import_models, make_engine, migrate, session_factory
 
 
 def test_queued_rows_past_validity_expire_and_nothing_else(db_url):

@@ -8,9 +8,9 @@ import io
 import pytest
 from sqlalchemy import text
 
+from core.db import session_factory
 from notifier.product_reports import product_csv, product_report, wilson
 from offers import exposures, fastsql
-from offers.db import session_factory
 from tests.test_offers_support import BACKENDS, NOW, load_demo, make_test_engine
 
 DAY = 86400.0

@@ -15,6 +15,8 @@ import pytest
 import yaml
 from sqlalchemy import select
 
+from core import db
+from core.fixtures import load_set, parse_set, read_dir
 from gateway.sections import all_sections
 from notifier import policy
 from notifier.project_models import DoNotCall, ProjectCall, ProjectState, ProjectTransition
@@ -22,8 +24,6 @@ from notifier.projects import ProjectBook
 from notifier.projects_lifecycle import DIALLING, TransitionError, next_step, transition
 from notifier.projects_plan import VoiceHistory, decide, plan
 from notifier.projects_qa import Conversation, converse, score
-from offers import db
-from offers.fixtures import load_set, parse_set, read_dir
 from offers.models import Refusal, Subscriber
 from offers.sections import build_catalog
 
@@ -333,11 +333,11 @@ def test_qa_scoring_and_script_walk():
 
 
 def test_call_writes_order_through_the_kt_path_opt_out_and_refusal(demo_db):
+    from core.settings import Settings
     from notifier.models import OutboxMessage
     from notifier.outbox import Outbox
     from notifier.projects_calls import opt_out, order, refuse, store_record
     from offers.router import Router
-    from offers.settings import Settings
 
     factory, parsed = demo_db
     catalog = build_catalog(parsed)

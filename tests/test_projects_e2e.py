@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
+from core.fixtures import read_dir
 from gateway.sim_client import SimulatorClient
-from offers.fixtures import read_dir
 from tests.harness import start_gateway
 from tests.test_sip_uac_sipp import free_udp_port, start_sipp
 

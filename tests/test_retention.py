@@ -9,13 +9,13 @@ import pytest
 from sqlalchemy import select, text
 from twisted.internet import defer
 
+from core import db
+from core.settings import Settings
+from gateway.scheduler import RETENTION_JOB, CampaignScheduler
 from notifier.models import MessageLog, OutboxMessage
 from notifier.outbox import DAY, Outbox, apply_retention, purge_outbox
-from notifier.scheduler import RETENTION_JOB, CampaignScheduler
-from offers import db
-from offers.settings import Settings
 from tests.test_notifier_campaigns import campaign_yaml, make_book
-from tests.test_notifier_scheduler import Reactor
+from tests.test_scheduler import Reactor
 
 NOW = 1_790_000_000.0
 OLD = NOW - 40 * DAY
@@ -66,7 +66,7 @@ def _scheduler(factory, settings: Settings) -> CampaignScheduler:
 def test_old_finished_rows_go_queued_and_recent_rows_stay_and_the_counts_are_logged(factory, caplog):
     _fill(factory)
     sched = _scheduler(factory, Settings())
-    with caplog.at_level(logging.INFO, logger="notifier.scheduler"):
+    with caplog.at_level(logging.INFO, logger="gateway.scheduler"):
         counts = sched.retention()
     assert counts == {"outbox": 4, "message_log": 2}
     outbox, log = _left(factory)

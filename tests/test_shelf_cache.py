@@ -11,10 +11,10 @@ import re
 import pytest
 from sqlalchemy import text
 
-from offers.db import session_factory
+from core.db import session_factory
+from core.settings import Settings
 from offers.population import generate
 from offers.router import Inbound, Router, mark_changed, record_refusal, subscribers_rewritten
-from offers.settings import Settings
 from offers.shelf import DAY
 from offers.shelf_cache import ShelfCache
 from tests.test_offers_support import NOW, demo_catalog, load_demo, make_test_engine

@@ -20,12 +20,12 @@ import time
 
 import pytest
 
+from core.db import import_models, make_engine, migrate, session_factory
 from gateway import upstream_parts as store
 from gateway.smsc_sim import SMSCSimulator
 from gateway.upstream import UpstreamClient
 from gateway.upstream_parts import Outcome, SentPart
 from notifier.models import UpstreamPart
-from offers.db import import_models, make_engine, migrate, session_factory
 from tests.harness import ROOT, start_gateway
 from tests.test_upstream import _enqueue, _reactor, _states, spin
 

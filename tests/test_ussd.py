@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet import task
 
+from core.fixtures import parse_set, read_dir
 from gateway.smpp.constants import CommandStatus as S
 from gateway.smpp.constants import Tag, UssdServiceOp
 from gateway.smpp.pdu import PDU, Framer, decode, encode
@@ -27,7 +28,6 @@ from gateway.ussd import (
     paginate,
     unpack_session_info,
 )
-from offers.fixtures import parse_set, read_dir
 from offers.ussd_menu import SECTION, parse_menus
 from tests.harness import ROOT
 
@@ -359,7 +359,7 @@ def test_handler_logs_mo_and_mt(live):
 
 
 def test_menu_fixture_problems_name_file_and_line():
-    from offers.fixtures import parse_text
+    from core.fixtures import parse_text
 
     text = (DEMO / "ussd_menus.yaml").read_text(encoding="utf-8").replace("command: CXYE", "command: NOPE")
     doc, _ = parse_text("ussd_menus.yaml", text)

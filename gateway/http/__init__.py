@@ -4,7 +4,7 @@
 twisted.web Site whose requests stop storing a body past the largest limit.
 
 ``extra`` keys (all optional): ``stats`` (``Callable[[], dict]``, see gateway/http/dashboard.py),
-``scheduler`` (notifier.scheduler.CampaignScheduler), ``pipeline`` (gateway.pipeline.MOPipeline,
+``scheduler`` (gateway.scheduler.CampaignScheduler), ``pipeline`` (gateway.pipeline.MOPipeline,
 so HTTP MO share the group commit), ``metrics`` (gateway.metrics.GatewayMetrics; default
 ``gateway.metrics``, else a new one), ``fits`` (``(text, parts) -> bool``; default the SMPP encoder's).
 """

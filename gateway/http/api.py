@@ -364,7 +364,7 @@ class OpsApi:
         return {"loaded": self._apply(files, "http"), "version": self.gw.snapshot.version}
 
     def _apply(self, files: Mapping[str, str], source: str) -> dict[str, int]:
-        from offers.fixtures import FixtureError
+        from core.fixtures import FixtureError
 
         try:
             return self.gw.apply_fixtures(dict(files), source=source)

@@ -19,7 +19,7 @@ import jinja2
 import jinja2.meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
-from offers.fixtures import Problem
+from core.fixtures import Problem
 
 MAX_SOURCE = 16 * 1024
 MAX_OUTPUT = 8 * 1024

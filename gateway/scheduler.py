@@ -28,13 +28,13 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 from twisted.internet import defer, threads
 
+from core.db import transaction
 from notifier import reports
 from notifier.campaigns import as_book, materialise_batched, plan
 from notifier.outbox import Outbox, apply_retention
 from notifier.policy import zone
-from offers.db import transaction
 
-log = logging.getLogger("notifier.scheduler")
+log = logging.getLogger("gateway.scheduler")
 
 LOCK_KEY = 0x6E6F7469  # "noti"
 CHECK_JOB = "_early_warning"

@@ -9,14 +9,14 @@ from sqlalchemy import func, select
 from twisted.internet import defer, task
 
 import notifier.campaign_models  # noqa: F401 - registers the tables
+from core import db
+from core.settings import Settings
+from gateway.scheduler import CHECK_JOB, RETENTION_JOB, CampaignScheduler
 from notifier import reports
 from notifier.campaign_models import CampaignState
 from notifier.models import OutboxMessage
 from notifier.outbox import Outbox
-from notifier.scheduler import CHECK_JOB, RETENTION_JOB, CampaignScheduler
-from offers import db
 from offers.models import Subscriber
-from offers.settings import Settings
 from tests.test_notifier_campaigns import AT, campaign_yaml, make_book
 
 

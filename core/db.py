@@ -72,23 +72,14 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 def import_models() -> None:
-    """Import every module that declares tables so ``Base.metadata`` is complete."""
+    """Import every module that declares tables (listed by ``migrations.MODEL_MODULES``, the schema's
+    own package) so ``Base.metadata`` is complete; the foundation itself names no domain."""
     import importlib
 
-    for name in MODEL_MODULES:
+    import migrations
+
+    for name in migrations.MODEL_MODULES:
         importlib.import_module(name)
-
-
-# Every module that declares tables; Alembic and create_all import them all.
-MODEL_MODULES = (
-    "offers.models",
-    "notifier.models",
-    "notifier.campaign_models",
-    "notifier.project_models",
-    "ivr.models",
-    "offers.exposures",
-    "offers.learning",
-)
 
 
 def alembic_config(url: str):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,7 +104,7 @@ class Gateway:
         self.outbox = Outbox(self.now, self.live_settings)
         self.router = Router(lambda: self.snapshot.offers, self.live_settings, fits or default_fits)
         self.reload_listeners: list[Callable[[Snapshot], None]] = []
-        self.started_at = time.time()
+        self.started_at = self.now()
         # Names this process's leases; stable across restarts so a restarted process reclaims its own.
         self.instance = "local" if db_url.startswith("sqlite") else f"{socket.gethostname()}-{os.getpid()}"
         self.worker: int | None = None  # index in a worker group (serve --workers N > 1)

@@ -599,9 +599,7 @@ class SMPPServerService(service.Service):
                                           route=self.is_service_number(dest)))
 
     def _schedule_expiry(self) -> None:
-        from twisted.internet import reactor
-
-        self._expiry = reactor.callLater(1.0, self._expire_parts)
+        self._expiry = self.gateway.reactor.callLater(1.0, self._expire_parts)
 
     def _expire_parts(self) -> None:
         for expired in self.reassembler.expire():

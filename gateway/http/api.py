@@ -263,9 +263,9 @@ class OpsApi:
         except SQLAlchemyError as exc:
             raise ApiError(503, "database_unavailable", f"database check failed ({type(exc).__name__})") from None
         snapshot = self.gw.snapshot
-        started = getattr(self.gw, "started_at", time.time())
+        started = getattr(self.gw, "started_at", self.gw.now())
         return {"status": "ok", "fixtures_version": snapshot.version if snapshot else None,
-                "uptime_s": round(max(0.0, time.time() - started), 1), "worker": self.gw.worker}
+                "uptime_s": round(max(0.0, self.gw.now() - started), 1), "worker": self.gw.worker}
 
     def metrics(self, request: Any) -> Raw:
         refresh_from_db(self.prom, self.gw)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from sqlalchemy import func, select
 from twisted.internet import defer, task
@@ -119,9 +117,8 @@ def test_early_warning_job_pauses_the_campaign_job(factory) -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.skipif(not os.environ.get("TEST_PG_URL"), reason="TEST_PG_URL not set")
-def test_only_one_leader_and_takeover_on_postgres() -> None:
-    factory = make_factory(os.environ["TEST_PG_URL"])
+def test_only_one_leader_and_takeover_on_postgres(pg_url) -> None:
+    factory = make_factory(pg_url)
     book = [make_book(campaign_yaml("c1"))]
     reactor = Reactor()
     first, second = make_scheduler(factory, book, reactor), make_scheduler(factory, book, reactor)

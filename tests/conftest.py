@@ -76,6 +76,7 @@ def db_url(request, tmp_path) -> str:
 # --- the suite's rules ------------------------------------------------------------------------------------
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests on the real gateway or on PostgreSQL use real sockets and real time: integration."""
     for item in items:
@@ -114,9 +115,11 @@ def pytest_runtest_makereport(item, call):
                            "(tests/harness.requires_programs); anything else is a failure")
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_terminal_summary(terminalreporter) -> None:
-    """One closing line naming the test groups skipped for missing programs, and how to install them."""
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter) -> Iterator[None]:
+    """One line naming the test groups skipped for missing programs and how to install them, after the
+    short summary, just above the counts."""
+    yield
     groups = sorted({_skip_reason(r).partition(f"{MISSING_PROGRAM}: ")[2]
                      for r in terminalreporter.stats.get("skipped", []) if MISSING_PROGRAM in _skip_reason(r)})
     if groups:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from sqlalchemy import func, select
 from twisted.internet import defer, task
@@ -126,8 +128,11 @@ def test_only_one_leader_and_takeover_on_postgres(pg_url) -> None:
     second.start()
     try:
         assert first.is_leader and not second.is_leader
-        first.stop()  # the leader goes away, its connection and lock with it
-        reactor.advance(second.retry_s)
+        first.stop()  # the leader goes away, its connection and lock with it ...
+        deadline = time.monotonic() + 10
+        while not second.is_leader and time.monotonic() < deadline:
+            time.sleep(0.05)  # ... once the server's backend has exited (its own time, not the fake clock's)
+            reactor.advance(second.retry_s)
         assert second.is_leader
     finally:
         first.stop()

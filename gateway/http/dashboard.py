@@ -131,7 +131,7 @@ def _campaign_rows(report: Mapping[str, Any], names: Mapping[str, str]) -> list[
             for c in report.get("campaigns", [])[:20]]
 
 
-# dashboard key -> (module, function) of the domain report it shows; missing modules are skipped
+# dashboard key -> the domain report it shows
 SLOW_SOURCES = {"campaigns": campaign_report, "survey": survey_report, "busy_hour": busy_hour_report,
                 "queue": ivr_report}
 QUEUE_FIGURES = ("service_level", "asa_s", "answered", "abandoned")

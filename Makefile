@@ -1,11 +1,17 @@
-# make run   - set up (first time) and serve the gateway with the demo data
-# make test  - set up (first time) and run every test
+# make run        - set up (first time) and serve the gateway with the demo data
+# make test       - set up (first time) and run every test
+# make test-fast  - the unit tests only: no sockets, processes or real time
+# make test-deps  - the external programs some tests drive (sipp, Chromium), from Debian's packages
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The tests' PostgreSQL comes from the pgserver wheel (test extras) unless TEST_PG_URL is set; Debian's
+# postgresql is for bench/bench_workers.py's cluster (bench/pgcluster.py)
+TEST_DEBS := sip-tester chromium chromium-driver fonts-noto-cjk postgresql
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup run test test-fast bench lint clean
+.PHONY: setup run test test-fast test-deps bench lint clean
 
 setup: $(STAMP)
 
@@ -24,6 +30,13 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not integration and not slow"
+
+test-deps:
+	@missing=$$(for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "test programs already installed ($(TEST_DEBS))"; exit 0; fi; \
+	echo "installing" $$missing; \
+	$(SUDO) apt-get update -qq && \
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
 
 bench: setup
 	$(BIN)/python -m bench.run_all

@@ -10,15 +10,34 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 120.0
+# The one reason a test may skip; tests/conftest.py fails every other skip and names these groups at the end.
+MISSING_PROGRAM = "external program missing"
+INSTALL_HINT = "make test-deps"
+# Cleared by tests/conftest.py while a test not marked integration runs: starting a gateway there is an error.
+integration_allowed = True
+
+
+def requires_programs(group: str, *programs: str) -> pytest.MarkDecorator:
+    """A skipif mark for a group of tests that drive external programs (found on PATH or in /usr/bin)."""
+    import pytest
+
+    search = os.pathsep.join((os.environ.get("PATH", ""), "/usr/bin"))
+    missing = [p for p in programs if shutil.which(p, path=search) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"{MISSING_PROGRAM}: {group} ({', '.join(missing)})")
 
 
 @dataclass
@@ -79,6 +98,8 @@ def start_gateway(workdir: Path, *args: str, db_url: str | None = None, demo: bo
 
     ``workers``: processes of the group (``None``: the default, one per core).
     """
+    if not integration_allowed:
+        raise RuntimeError("start_gateway runs a real gateway: mark the test @pytest.mark.integration")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     db_url = db_url or f"sqlite:///{workdir / 'gateway.db'}"

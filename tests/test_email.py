@@ -94,6 +94,7 @@ def test_command_of_subject_or_first_line():
     assert command_of("", "") == ""
 
 
+@pytest.mark.integration
 def test_a_command_mail_gets_the_routers_reply_by_email(mail):
     gw, inbound, sink, _ = mail
     before = len(_mails(sink))
@@ -106,6 +107,7 @@ def test_a_command_mail_gets_the_routers_reply_by_email(mail):
     assert "余额" in text and "余额" in html and "<p>" in html
 
 
+@pytest.mark.integration
 def test_the_command_may_be_the_first_body_line(mail):
     gw, inbound, sink, _ = mail
     before = len(_mails(sink))
@@ -114,6 +116,7 @@ def test_the_command_may_be_the_first_body_line(mail):
     assert _mails(sink)[-1]["To"] == "u13800000027@example.com"
 
 
+@pytest.mark.integration
 def test_unknown_sender_gets_nothing(mail):
     gw, inbound, sink, _ = mail
     before_files, before_unknown = len(_mails(sink)), inbound.stats["unknown_senders"]
@@ -126,6 +129,7 @@ def test_unknown_sender_gets_nothing(mail):
     assert len(_mails(sink)) == before_files
 
 
+@pytest.mark.integration
 def test_size_limit(mail):
     _, inbound, _, _ = mail
     with pytest.raises(smtplib.SMTPException) as info:
@@ -133,6 +137,7 @@ def test_size_limit(mail):
     assert "552" in str(info.value) or getattr(info.value, "smtp_code", 0) == 552
 
 
+@pytest.mark.integration
 def test_rate_limit_per_sender(mail):
     _, inbound, _, _ = mail
     codes = []
@@ -145,6 +150,7 @@ def test_rate_limit_per_sender(mail):
     assert 451 in codes and codes[0] == 250
 
 
+@pytest.mark.integration
 def test_agent_template_email_is_escaped_html(mail):
     gw, _, sink, _ = mail
     message_id = send_template_email(gw, "13800000029", "agent_followup",
@@ -161,6 +167,7 @@ def test_agent_template_email_is_escaped_html(mail):
     assert "<script>" in sent.get_body(preferencelist=("plain",)).get_content()
 
 
+@pytest.mark.integration
 def test_agent_email_errors(mail):
     gw = mail[0]
     with pytest.raises(EmailError) as unknown:
@@ -174,6 +181,7 @@ def test_agent_email_errors(mail):
     assert template.value.code == 404
 
 
+@pytest.mark.integration
 def test_relay_down_means_retry_not_loss(mail, tmp_path):
     from sqlalchemy import select
 

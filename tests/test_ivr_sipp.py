@@ -1,75 +1,27 @@
 """Integration: the real gateway with the IVR mounted, driven by the real sipp (tests/sipp/*.xml),
-the resulting SMS read back with smpplib, and the reports over HTTP when the route exists.
-
-Until ``serve`` mounts the IVR itself (gateway/wiring.py calling ivr.server.build_ivr, the IVR
-sections in gateway/sections.py, a migration for the ivr_* tables), :func:`start_ivr_gateway`
-starts ``run_gateway.py serve`` through a bootstrap that makes exactly those three additions in
-the child process; once they are in, it starts the plain command.
-"""
+the resulting SMS read back with smpplib, and the reports over HTTP."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import select
 import shutil
 import subprocess
-import sys
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from gateway.sections import all_sections
 from gateway.sim_client import SimulatorClient
-from tests.harness import RunningGateway, start_gateway
+from tests.harness import RunningGateway, requires_programs, start_gateway
 from tests.test_ivr_support import IVR_FILES, fixture_files
 
 ROOT = Path(__file__).resolve().parent.parent
 SIPP_DIR = ROOT / "tests" / "sipp"
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
-READY_TIMEOUT = 120.0
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not Path(SIPP).exists(), reason="sipp (Debian package sip-tester) is not installed")]
-
-BOOTSTRAP = """
-import sys
-from ivr import models, sections as ivr_sections
-from ivr.server import build_ivr
-from core import db
-import gateway.app as app, gateway.sections as gs, gateway.wiring as wiring
-
-_sections, _extras, _surfaces, _migrate = gs.all_sections, gs.build_extras, wiring.build_surfaces, db.migrate
-
-def all_sections():
-    return [*_sections(), *ivr_sections.SECTIONS]
-
-def build_extras(parsed):
-    return {**_extras(parsed), "ivr": ivr_sections.build_config(parsed)}
-
-def build_surfaces(gateway, args, reactor, top, smpp):
-    ports = _surfaces(gateway, args, reactor, top, smpp)
-    ports["sip"] = build_ivr(gateway, args, reactor, top, smpp.deliverer.poke)
-    return ports
-
-def migrate(engine):
-    _migrate(engine)
-    tables = [models.Call.__table__, models.Survey.__table__, models.BusyHourSms.__table__]
-    db.Base.metadata.create_all(engine, tables=tables)
-
-gs.all_sections, gs.build_extras, wiring.build_surfaces = all_sections, build_extras, build_surfaces
-app.all_sections, app.migrate = all_sections, migrate
-from gateway.cli import main
-sys.exit(main())
-"""
-
-
-def _wired() -> bool:
-    return any(s.name == "ivr.setup" for s in all_sections())
+pytestmark = [pytest.mark.integration, requires_programs("IVR calls driven by sipp", "sipp")]
 
 
 def _fixture_dir(workdir: Path) -> Path:
@@ -84,34 +36,9 @@ def _fixture_dir(workdir: Path) -> Path:
 
 def start_ivr_gateway(workdir: Path, *args: str) -> RunningGateway:
     workdir.mkdir(parents=True, exist_ok=True)
-    extra = ["--population", "0", "--fixtures", str(_fixture_dir(workdir)), *args]
-    if _wired():
-        running = start_gateway(workdir, *extra)
-        if "sip" not in running.ports:
-            running.stop()
-            pytest.skip("the IVR sections are wired but serve does not mount SIP yet (no 'sip' port)")
-        return running
-    db_url = f"sqlite:///{workdir / 'gateway.db'}"
-    cmd = [sys.executable, "-c", BOOTSTRAP, "serve", "--db", db_url, "--smpp-port", "0", "--sip-port", "0",
-           "--http-port", "0", "--smtp-in-port", "0", "--smtp-out-port", "0", "--var-dir", str(workdir / "var"),
-           "--demo", *extra]
-    log_path = workdir / "gateway.log"
-    log_file = open(log_path, "wb")  # noqa: SIM115 - closed when the process is reaped
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log_file,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    deadline = time.monotonic() + READY_TIMEOUT
-    buf = b""
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gateway exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
-        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
-        if ready:
-            buf += os.read(proc.stdout.fileno(), 65536)
-            for line in buf.splitlines():
-                if line.startswith(b"{") and b'"sip"' in line:
-                    return RunningGateway(proc, json.loads(line), workdir, db_url, log_path, cmd)
-    proc.kill()
-    raise RuntimeError(f"gateway not ready:\n{log_path.read_text(errors='replace')}")
+    running = start_gateway(workdir, "--population", "0", "--fixtures", str(_fixture_dir(workdir)), *args)
+    assert "sip" in running.ports, f"serve did not mount the IVR: {running.ports}"
+    return running
 
 
 def run_sipp(gw: RunningGateway, scenario: str, service: str, calls: int, *, rate: float = 10,
@@ -160,17 +87,10 @@ def collect(gw: RunningGateway, msisdn: str, want: int = 1, wait: float = 10.0) 
         client.close()
 
 
-def http_json(gw: RunningGateway, path: str) -> dict | None:
-    """GET a report; None when the HTTP API does not have that route (yet)."""
-    if "http" not in gw.ports:
-        return None
-    try:
-        with urllib.request.urlopen(gw.url(path), timeout=10) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return None
-        raise
+def http_json(gw: RunningGateway, path: str) -> dict:
+    """GET a JSON resource of the ops API (an HTTP error status raises)."""
+    with urllib.request.urlopen(gw.url(path), timeout=10) as resp:
+        return json.loads(resp.read())
 
 
 def _balance(gw: RunningGateway, msisdn: str) -> float:
@@ -206,8 +126,6 @@ def test_sipp_1008611_balance_sms(menu_gateway):
     assert sms["from"] in ("10086", "1008611")
     assert float(amount) == pytest.approx(_balance(menu_gateway, msisdn), abs=0.005)
     api = http_json(menu_gateway, f"/api/subscribers/{msisdn}")
-    if api is None:
-        pytest.skip("GET /api/subscribers/{msisdn} is not mounted yet: balance checked against the database")
     assert amount == f"{float(api['balance']):.2f}"
 
 
@@ -225,8 +143,6 @@ def test_sipp_agent_call_then_survey_sms_scored_by_reply(menu_gateway):
         client.close()
     assert replies and "4分" in replies[0]["text"]
     report = http_json(menu_gateway, "/api/reports/surveys")
-    if report is None:
-        pytest.skip("GET /api/reports/surveys is not mounted yet (ops HTTP API)")
     assert report["responses"] >= 1 and report["histogram"]["4"] >= 1
     assert any(i["msisdn"] == msisdn and i["score"] == 4 for i in report["items"])
 
@@ -247,8 +163,6 @@ def test_sipp_busy_queue_guidance_sms_once(busy_gateway):
     assert len(got) == 1, got  # busy, then abandoned twice: one guidance SMS a day
     assert "全球通" in got[0]["text"] and "*200#" in got[0]["text"] and got[0]["from"] == "10086"
     report = http_json(busy_gateway, "/api/reports/busy-hour")
-    if report is None:
-        pytest.skip("GET /api/reports/busy-hour is not mounted yet (ops HTTP API)")
     assert report["sent"] >= 1 and report["by_reason"]["over_threshold"] >= 1
 
 
@@ -265,8 +179,6 @@ def test_sipp_ivr_survey(survey_ivr_gateway):
                       callers=["13800000021", "13800000022", "13800000023"], extra=("-l", "1"))
     assert result["failed"] == 0 and result["ok"] == 3, result["out"]
     report = http_json(survey_ivr_gateway, "/api/reports/surveys")
-    if report is None:
-        pytest.skip("GET /api/reports/surveys is not mounted yet (ops HTTP API)")
     assert report["histogram"]["5"] >= 3
 
 

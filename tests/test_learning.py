@@ -16,7 +16,7 @@ from offers import exposures, learning
 from offers.router import Inbound, Router
 from offers.shelf import build_shelf, load_inputs
 from tests.harness import ROOT
-from tests.test_offers_support import BACKENDS, NOW, demo_catalog, load_demo, make_test_engine
+from tests.test_offers_support import NOW, demo_catalog, load_demo, make_test_engine
 
 CATALOG = demo_catalog()
 SEGMENTS = learning.all_segments(CATALOG.params)
@@ -26,7 +26,7 @@ PEOPLE = [str(13800000000 + n) for n in range(1, 101)]
 @pytest.fixture(scope="module")
 def demo_facts(tmp_path_factory):
     """Facts, active subscriptions and refusals of the 100 demo subscribers."""
-    engine, drop = make_test_engine("sqlite", tmp_path_factory.mktemp("facts"))
+    engine, drop = make_test_engine(f"sqlite:///{tmp_path_factory.mktemp('facts') / 'facts.db'}")
     load_demo(engine)
     with session_factory(engine)() as session:
         people = {m: load_inputs(session, m, NOW, 90) for m in PEOPLE}
@@ -34,9 +34,9 @@ def demo_facts(tmp_path_factory):
     return people
 
 
-@pytest.fixture(params=BACKENDS)
-def factory(request, tmp_path):
-    engine, drop = make_test_engine(request.param, tmp_path)
+@pytest.fixture
+def factory(db_url):
+    engine, drop = make_test_engine(db_url)
     load_demo(engine)
     yield session_factory(engine)
     drop()

@@ -1,4 +1,4 @@
-"""The whole 10086 conversation through Router.handle, on SQLite (and PostgreSQL with TEST_PG_URL)."""
+"""The whole 10086 conversation through Router.handle, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from core.settings import Settings
 from offers.models import PendingOrder, ShelfView, Subscriber, Subscription
 from offers.router import Inbound, Reply, Router, record_refusal
 from offers.shelf import default_fits, shelf_json
-from tests.test_offers_support import BACKENDS, NOW, demo_catalog, load_demo, make_test_engine
+from tests.test_offers_support import NOW, demo_catalog, load_demo, make_test_engine
 
 USER = "13800000001"
 
 
-@pytest.fixture(params=BACKENDS)
-def factory(request, tmp_path):
-    engine, drop = make_test_engine(request.param, tmp_path)
+@pytest.fixture
+def factory(db_url):
+    engine, drop = make_test_engine(db_url)
     load_demo(engine)
     yield session_factory(engine)
     drop()

@@ -10,7 +10,7 @@ from core.templates import TemplateRenderError, compile_template, render
 from offers import population, schema, segments
 from offers.models import Subscriber
 from offers.segments import Feature, SegmentParams, Threshold
-from tests.test_offers_support import BACKENDS, demo_catalog, make_test_engine
+from tests.test_offers_support import demo_catalog, make_test_engine
 
 # score = arpu_avg exactly, so grades can be probed at their boundaries
 PARAMS = SegmentParams(
@@ -101,9 +101,8 @@ def test_columns_fast_path_agrees_with_reasoned_path():
         assert segments.segment_columns(facts, params) == segments.segment(facts, params).columns()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_population_is_reproducible_and_segment_all_matches(backend, tmp_path):
-    engine, drop = make_test_engine(backend, tmp_path)
+def test_population_is_reproducible_and_segment_all_matches(db_url):
+    engine, drop = make_test_engine(db_url)
     try:
         params = demo_catalog().params
         assert population.generate(engine, 300, seed=3, params=params, now=1.0) == 300

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import uuid
 from functools import lru_cache
 from pathlib import Path
-
-import pytest
-from sqlalchemy import text
 
 from core.db import Base, import_models, make_engine, session_factory
 from core.fixtures import load_set, parse_set, read_dir
@@ -38,38 +33,12 @@ def demo_catalog():
     return build_catalog(parsed)
 
 
-def _backends() -> list:
-    out = ["sqlite"]
-    if os.environ.get("TEST_PG_URL"):
-        out.append(pytest.param("postgres", marks=pytest.mark.postgres))
-    return out
-
-
-BACKENDS = _backends()
-
-
-def make_test_engine(kind: str, tmp_path: Path):
-    """A fresh database with every table: a SQLite file, or a private schema on TEST_PG_URL."""
+def make_test_engine(url: str):
+    """Every table in the fresh database of the ``db_url`` fixture; returns the engine and its cleanup."""
     import_models()
-    if kind == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'offers.db'}")
-        Base.metadata.create_all(engine)
-        return engine, lambda: engine.dispose()
-    url = os.environ["TEST_PG_URL"]
-    schema = "t_offers_" + uuid.uuid4().hex[:10]
-    admin = make_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    engine = make_engine(url, connect_args={"options": f"-csearch_path={schema}"})
+    engine = make_engine(url)
     Base.metadata.create_all(engine)
-
-    def drop() -> None:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
-
-    return engine, drop
+    return engine, engine.dispose
 
 
 def load_demo(engine) -> None:

@@ -11,15 +11,15 @@ from sqlalchemy import text
 from core.db import session_factory
 from notifier.product_reports import product_csv, product_report, wilson
 from offers import exposures, fastsql
-from tests.test_offers_support import BACKENDS, NOW, load_demo, make_test_engine
+from tests.test_offers_support import NOW, load_demo, make_test_engine
 
 DAY = 86400.0
 WINDOW = 600.0
 
 
-@pytest.fixture(params=BACKENDS)
-def factory(request, tmp_path):
-    engine, drop = make_test_engine(request.param, tmp_path)
+@pytest.fixture
+def factory(db_url):
+    engine, drop = make_test_engine(db_url)
     load_demo(engine)
     yield session_factory(engine)
     drop()

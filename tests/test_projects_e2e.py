@@ -9,16 +9,15 @@ import json
 import shutil
 import time
 import urllib.request
-from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
 
 from core.fixtures import read_dir
 from gateway.sim_client import SimulatorClient
-from tests.harness import start_gateway
+from tests.harness import requires_programs, start_gateway
+from tests.test_campaign_e2e import local_time_clear_of_midnight
 from tests.test_sip_uac_sipp import free_udp_port, start_sipp
 
 pytestmark = pytest.mark.integration
@@ -119,10 +118,9 @@ def _fixture_set() -> dict[str, str]:
     return files
 
 
-@pytest.mark.skipif(not Path(SIPP).exists(), reason="sipp (Debian package sip-tester) is not installed")
+@requires_programs("outbound calls to sipp callees", "sipp")
 def test_project_calls_sipp_callee_presses_1_and_confirms_by_sms(tmp_path):
-    if datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%H:%M") >= "23:58":
-        pytest.skip("the calling window 00:00-23:59 is about to close")
+    local_time_clear_of_midnight()  # the calling window 00:00-23:59 must not close mid-test
     sipp, port = start_sipp("uas_answer", tmp_path)
     gw = start_gateway(tmp_path / "gw", "--population", "0", "--set", f"outbound.callee_port={port}",
                        "--set", "outbound.sync_s=0.5")
@@ -159,10 +157,9 @@ def test_project_calls_sipp_callee_presses_1_and_confirms_by_sms(tmp_path):
     assert sipp.returncode == 0, err.decode(errors="replace")[-2000:]
 
 
-@pytest.mark.skipif(not Path(SIPP).exists(), reason="sipp (Debian package sip-tester) is not installed")
+@requires_programs("outbound calls to sipp callees", "sipp")
 def test_sipp_callee_hears_it_again_then_refuses_with_3_and_the_product_stays_off_calls_and_shelf(tmp_path):
-    if datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%H:%M") >= "23:58":
-        pytest.skip("the calling window 00:00-23:59 is about to close")
+    local_time_clear_of_midnight()  # the calling window 00:00-23:59 must not close mid-test
     sipp, port = start_sipp("uas_refuse", tmp_path)
     gw = start_gateway(tmp_path / "gw", "--population", "0", "--set", f"outbound.callee_port={port}",
                        "--set", "outbound.sync_s=0.5")

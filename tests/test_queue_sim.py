@@ -59,6 +59,7 @@ def test_erlang_is_stable_for_big_centres_and_saturation():
 
 
 # ----------------------------------------------------------------- batch simulation
+@pytest.mark.slow  # 670,000 simulated calls: a statistical check, not a unit test
 def test_simulation_agrees_with_erlang_c():
     """10 agents, 7 erlangs, 4 x 400 simulated hours (about 670,000 calls).
 

@@ -7,7 +7,6 @@ from collections import defaultdict
 
 import pytest
 
-from tests.conftest import PG_URL, _pg_database
 from tests.harness import start_gateway
 from tests.raw_esme import RawESME
 
@@ -15,12 +14,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
 
 @pytest.fixture
-def two_gateways(tmp_path):
-    if not PG_URL:
-        pytest.skip("PostgreSQL not available (set TEST_PG_URL)")
-    url = _pg_database()
-    a = start_gateway(tmp_path / "a", "--population", "0", "--instance", "a", db_url=url)
-    b = start_gateway(tmp_path / "b", "--population", "0", "--instance", "b", db_url=url)
+def two_gateways(tmp_path, pg_url):
+    a = start_gateway(tmp_path / "a", "--population", "0", "--instance", "a", db_url=pg_url)
+    b = start_gateway(tmp_path / "b", "--population", "0", "--instance", "b", db_url=pg_url)
     yield a, b
     a.stop()
     b.stop()

@@ -24,7 +24,7 @@ USER = "13800000001"
 
 @pytest.fixture
 def factory(tmp_path):
-    engine, drop = make_test_engine("sqlite", tmp_path)
+    engine, drop = make_test_engine(f"sqlite:///{tmp_path / 'offers.db'}")
     load_demo(engine)
     yield session_factory(engine)
     drop()

@@ -16,13 +16,13 @@ from twisted.internet.selectreactor import SelectReactor
 from ivr.outbound_sip import listen_outbound
 from ivr.sip.transaction import TimerValues
 from ivr.sip.uac import TERMINAL, Answered, DtmfReceived, Failed, HungUp, Ringing, TimedOut, Trying
+from tests.harness import requires_programs
 
 ROOT = Path(__file__).resolve().parent.parent
 SIPP_DIR = ROOT / "tests" / "sipp"
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not Path(SIPP).exists(), reason="sipp (Debian package sip-tester) is not installed")]
+pytestmark = [pytest.mark.integration, requires_programs("outbound calls to sipp callees", "sipp")]
 
 
 def free_udp_port() -> int:

@@ -277,12 +277,8 @@ def test_sigkill_of_a_worker_under_mo_load_loses_nothing_and_the_other_worker_do
 
 
 @pytest.mark.postgres
-def test_a_group_on_postgresql_shares_binds_replies_and_one_scheduler(tmp_path):
-    from tests.conftest import PG_URL, _pg_database
-
-    if not PG_URL:
-        pytest.skip("PostgreSQL not available (set TEST_PG_URL)")
-    gw = start_gateway(tmp_path, "--population", "0", db_url=_pg_database(), workers=2)
+def test_a_group_on_postgresql_shares_binds_replies_and_one_scheduler(tmp_path, pg_url):
+    gw = start_gateway(tmp_path, "--population", "0", db_url=pg_url, workers=2)
     try:
         rx, where = connect(gw, kind="rx")
         tx, _ = connect(gw, kind="tx", worker=1 - where)

@@ -29,8 +29,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
+from gateway import learning_service
 from gateway.http import dashboard
-from gateway.http.errors import ApiError, invalid, not_found, too_large, unauthorized, unavailable
+from gateway.http.errors import ApiError, invalid, not_found, too_large, unauthorized
 from gateway.http.openapi import build_document
 from gateway.http.routes import (
     CSV,
@@ -44,6 +45,16 @@ from gateway.http.routes import (
     klein_path,
 )
 from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics, refresh_from_db
+from gateway.smpp.text import fits_parts
+from notifier.campaigns import campaign_summaries
+from notifier.outbox import new_message_id
+from notifier.product_reports import product_csv
+from notifier.reports import campaign_report, csv_text
+from offers.learning import control as learning_control
+from offers.queries import subscriber_view
+from offers.router import Inbound
+from offers.shelf import explain as explain_shelf
+from offers.shelf import shelf_json
 
 log = Logger(namespace="gateway.http")
 
@@ -69,12 +80,9 @@ class Raw:
     headers: Mapping[str, str] | None = None
 
 
-def _optional(module: str, name: str) -> Callable[..., Any]:
-    """A domain function that may not be installed in this build; 501 naming it when absent."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        raise unavailable(f"{module}.{name}") from None
+# report kind -> its function, imported with this module: a missing one stops the gateway at startup
+REPORTS: dict[str, Callable[..., dict[str, Any]]] = {
+    kind: getattr(importlib.import_module(module), name) for kind, (module, name) in REPORT_SOURCES.items()}
 
 
 class OpsApi:
@@ -303,10 +311,9 @@ class OpsApi:
     # --- subscribers ------------------------------------------------------------------------------
 
     def subscriber(self, request: Any, msisdn: str) -> dict[str, Any]:
-        view = _optional("offers.queries", "subscriber_view")
         snapshot = self.gw.snapshot
         with self.gw.db() as session:
-            result = view(session, self._msisdn(msisdn), snapshot.offers if snapshot else None)
+            result = subscriber_view(session, self._msisdn(msisdn), snapshot.offers if snapshot else None)
         if result is None:
             raise not_found(f"unknown subscriber {msisdn} (demo numbers: 13800000001 to 13800000100)")
         return result
@@ -316,7 +323,7 @@ class OpsApi:
         explain = self._query(request, "explain")
         if explain not in (None, "0", "1", "true", "false"):
             raise invalid("explain", "expected 1 or 0")
-        fn = _optional("offers.shelf", "explain" if explain in ("1", "true") else "shelf_json")
+        fn = explain_shelf if explain in ("1", "true") else shelf_json
         catalog = self._snapshot().offers
         with self.gw.db() as session:
             result = fn(session, catalog, msisdn, self.gw.now(), self.gw.settings, self._fits(),
@@ -327,12 +334,7 @@ class OpsApi:
 
     def _fits(self) -> Callable[[str, int], bool]:
         """The SMPP encoder's part count, so the API shows the offers the 200 SMS shows."""
-        if "fits" in self.extra:
-            return self.extra["fits"]
-        try:
-            return _optional("gateway.smpp.text", "fits_parts")
-        except ApiError:
-            return _optional("offers.shelf", "default_fits")
+        return self.extra.get("fits", fits_parts)
 
     # --- fixtures ---------------------------------------------------------------------------------
 
@@ -375,14 +377,12 @@ class OpsApi:
     # --- campaigns --------------------------------------------------------------------------------
 
     def campaigns(self, request: Any) -> dict[str, Any]:
-        summaries = _optional("notifier.campaigns", "campaign_summaries")
-        report = _optional("notifier.reports", "campaign_report")
         limit, offset = self._page(request)
         snapshot = self._snapshot()
         now = self.gw.now()
         with self.gw.db() as session:
-            items = summaries(session, snapshot.parsed, now)
-            progress = {c["campaign"]: c for c in report(session, None, now)["campaigns"]}
+            items = campaign_summaries(session, snapshot.parsed, now)
+            progress = {c["campaign"]: c for c in campaign_report(session, None, now)["campaigns"]}
         for item in items:
             item["progress"] = progress.get(item["id"])
         return self._paged(request, items[offset:offset + limit + 1], limit, offset, len(items))
@@ -548,7 +548,7 @@ class OpsApi:
             raise invalid("campaign", "expected a campaign id")
         if campaign is not None and campaign not in self._campaign_ids():
             raise not_found(f"no campaign '{campaign}' in the fixtures being served")
-        fn = _optional(*REPORT_SOURCES[kind])
+        fn = REPORTS[kind]
         now = self.gw.now()
         with self.gw.db() as session:
             if kind == "campaigns":
@@ -571,9 +571,9 @@ class OpsApi:
     @staticmethod
     def _csv(kind: str, report: Mapping[str, Any]) -> str:
         if kind == "campaigns":
-            return _optional("notifier.reports", "csv_text")(report)
+            return csv_text(report)
         if kind == "products":
-            return _optional("notifier.product_reports", "product_csv")(report)
+            return product_csv(report)
         out = io.StringIO()
         writer = csv.writer(out)
         items = report.get("items")
@@ -591,7 +591,7 @@ class OpsApi:
     def learning_state(self, request: Any) -> dict[str, Any]:
         state = self.gw.router.learned.summary()
         with self.gw.db() as session, session.begin():
-            ctl = _optional("offers.learning", "control")(session)
+            ctl = learning_control(session)
             state.update(frozen=ctl.frozen, reset_at=ctl.reset_at, changed_at=ctl.changed_at)
         state["settings"] = {k: self.gw.settings[k] for k in self.gw.settings if k.startswith("learning.")}
         return state
@@ -599,10 +599,10 @@ class OpsApi:
     def learning_freeze(self, request: Any, body: dict[str, Any]) -> dict[str, Any]:
         if set(body) != {"frozen"} or not isinstance(body["frozen"], bool):
             raise invalid("frozen", 'expected {"frozen": true} or {"frozen": false}')
-        return _optional("gateway.learning_service", "control")(self.gw, "freeze", body)
+        return learning_service.control(self.gw, "freeze", body)
 
     def learning_reset(self, request: Any) -> dict[str, Any]:
-        return _optional("gateway.learning_service", "control")(self.gw, "reset", {})
+        return learning_service.control(self.gw, "reset", {})
 
     # --- messages ---------------------------------------------------------------------------------
 
@@ -645,9 +645,8 @@ class OpsApi:
         if not isinstance(text_, str) or len(text_) > MAX_TEXT:
             raise invalid("text", f"expected a string of at most {MAX_TEXT} characters")
         self._snapshot()
-        inbound_cls = _optional("offers.router", "Inbound")
-        inbound = inbound_cls(channel="http", sender=sender, service=service, text=text_, account=None)
-        message_id = _optional("notifier.outbox", "new_message_id")()
+        inbound = Inbound(channel="http", sender=sender, service=service, text=text_, account=None)
+        message_id = new_message_id()
         pipeline = self.extra.get("pipeline")
         if pipeline is not None:
             return self._via_pipeline(pipeline, inbound, message_id)

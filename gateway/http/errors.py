@@ -51,8 +51,3 @@ def unauthorized(reason: str) -> ApiError:
 
 def too_large(limit: int) -> ApiError:
     return ApiError(413, "payload_too_large", f"request body larger than {limit} bytes")
-
-
-def unavailable(module: str) -> ApiError:
-    """501 while the part of the gateway behind an endpoint is not installed in this build."""
-    return ApiError(501, "not_implemented", f"this gateway has no {module}")

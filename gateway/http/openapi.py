@@ -9,7 +9,7 @@ from gateway.http.routes import FIXTURE_BODY, JSON, OUTBOX_STATES, ROUTES, Param
 STATUS_TEXT = {400: "invalid request (problems name the field)", 401: "missing or wrong bearer token",
                404: "not found", 409: "conflict with the current state", 413: "body too large",
                415: "body is not JSON", 422: "fixture problems (file, line, reason)",
-               501: "not available in this build", 503: "not ready (no fixtures, no scheduler, too many streams)"}
+               503: "not ready (no fixtures, no scheduler, too many streams)"}
 
 OBJECT: dict[str, Any] = {"type": "object", "additionalProperties": True}
 NUMBER_MAP: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "number"}}

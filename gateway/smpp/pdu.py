@@ -433,6 +433,7 @@ def _build_specs() -> dict[int, CommandSpec]:
 
 _SPECS = _build_specs()
 _SPECS_BY_NAME = {spec.name: spec for spec in _SPECS.values()}
+_NAMES = {command_id: spec.name for command_id, spec in _SPECS.items()}
 _DEFAULTS = {spec.name: {f.name: f.default for f in spec.fields} for spec in _SPECS.values()}
 _LIST_FIELDS = {
     spec.name: tuple(f for f in spec.fields if isinstance(f.default, list)) for spec in _SPECS.values()
@@ -457,8 +458,8 @@ class PDU:
 
     @property
     def command(self) -> str:
-        spec = _SPECS.get(self.command_id)
-        return spec.name if spec else f"0x{self.command_id:08x}"
+        name = _NAMES.get(self.command_id)
+        return name if name is not None else f"0x{self.command_id:08x}"
 
     @property
     def is_response(self) -> bool:
@@ -488,6 +489,10 @@ class PDU:
         spec = _SPECS_BY_NAME.get(command)
         if spec is None:
             raise EncodeError(f"unknown SMPP command {command!r}")
+        defaults = _DEFAULTS[command]
+        if params and not _LIST_FIELDS[command] and defaults.keys() >= params.keys():
+            # the common case, every keyword a mandatory param: one C-level key check, no per-key loop
+            return cls(spec.command_id, sequence_number, command_status, {**defaults, **params}, dict(tlvs or {}))
         body, extra = _split_params(spec, params)
         if tlvs:
             extra.update(tlvs)

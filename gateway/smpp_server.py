@@ -132,8 +132,9 @@ class SMPPServerProtocol(protocol.Protocol):
         self._flush_soon()
 
     def _flush_soon(self) -> None:
-        """One transport write for every deliver_sm queued in this reactor turn (a reply is several parts,
-        and the deliverer sends many rows per turn), not one per part."""
+        """One transport write and one timer check for everything queued in this reactor turn: a reply is
+        several deliver_sm, the deliverer sends many rows per turn, and a group commit answers many
+        submit_sm at once."""
         if not self._flush_due:
             self._flush_due = True
             self.gateway.reactor.callLater(0, self._flush_turn)
@@ -141,6 +142,7 @@ class SMPPServerProtocol(protocol.Protocol):
     def _flush_turn(self) -> None:
         self._flush_due = False
         self._flush()
+        self._reschedule()
 
     # --- Twisted ---------------------------------------------------------------------------------
 
@@ -427,8 +429,7 @@ class SMPPServerProtocol(protocol.Protocol):
         if self.session is None or self._closing:
             return
         self._respond(pdu, status, **params)
-        self._flush()
-        self._reschedule()
+        self._flush_soon()
 
 
 def reclaim_leases(gateway: Any, owner: str | None) -> None:

@@ -110,6 +110,7 @@ class SMPPServerProtocol(protocol.Protocol):
         self._timer = None
         self._callbacks: dict[int, Callable[[int | None], None]] = {}
         self._closing = False
+        self._flush_due = False
 
     # --- Receiver interface for the deliverer ----------------------------------------------------
 
@@ -128,7 +129,20 @@ class SMPPServerProtocol(protocol.Protocol):
             return
         self._callbacks[pdu.sequence_number] = on_response
         self.server.count_pdu("deliver_sm", "out")
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """One transport write and one timer check for everything queued in this reactor turn: a reply is
+        several deliver_sm, the deliverer sends many rows per turn, and a group commit answers many
+        submit_sm at once."""
+        if not self._flush_due:
+            self._flush_due = True
+            self.gateway.reactor.callLater(0, self._flush_turn)
+
+    def _flush_turn(self) -> None:
+        self._flush_due = False
         self._flush()
+        self._reschedule()
 
     # --- Twisted ---------------------------------------------------------------------------------
 
@@ -333,7 +347,7 @@ class SMPPServerProtocol(protocol.Protocol):
             return S.ESME_RTHROTTLED
         if len(self.server.pipeline.pending) >= MAX_QUEUED_MO:
             return S.ESME_RMSGQFUL
-        if any(self.server.is_service_number(d) for d in dests) and not self.server.admission.admit():
+        if not SERVICE_NUMBERS.isdisjoint(dests) and not self.server.admission.admit():
             return S.ESME_RMSGQFUL  # the replies already waiting are older than smpp.max_reply_delay_ms
         if account.source_ranges and not any(re.fullmatch(p, source) for p in account.source_ranges):
             return S.ESME_RINVSRCADR
@@ -415,8 +429,7 @@ class SMPPServerProtocol(protocol.Protocol):
         if self.session is None or self._closing:
             return
         self._respond(pdu, status, **params)
-        self._flush()
-        self._reschedule()
+        self._flush_soon()
 
 
 def reclaim_leases(gateway: Any, owner: str | None) -> None:

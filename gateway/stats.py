@@ -63,15 +63,9 @@ def instrument(gateway: Any, smpp: Any) -> GatewayMetrics:
     metrics = GatewayMetrics()
     gateway.metrics = metrics
     outbox_figures(gateway).get()  # the first count starts now, so the first scrape has it
-    pdus, errors = child_cache(metrics.pdus), metrics.errors.labels(component="smpp")
-    status_text = {0: "0x00"}
+    errors = metrics.errors.labels(component="smpp")
     sms_in, latency = child_cache(metrics.sms_in), child_cache(metrics.router_latency)
-
-    def count_pdu(command: str, direction: str, status: int) -> None:
-        text = status_text.get(status) or status_text.setdefault(status, f"0x{status:02X}")
-        pdus(command, text, direction).inc()
-
-    smpp.pdu_counter = count_pdu
+    smpp.pdu_counter = metrics.pdus.count
     smpp.error_counter = lambda status: errors.inc()
     smpp.pipeline.routed_listeners.append(lambda item, reply: sms_in(item.inbound.channel).inc())
     smpp.pipeline.route_observer = lambda channel, seconds: latency(channel).observe(seconds)

@@ -68,10 +68,16 @@ def subscriber_inputs(session: Session, msisdn: str, since: float) -> tuple[dict
     return row, active, refused
 
 
-def remember_shelf(session: Session, msisdn: str, codes: list[str], now: float) -> None:
+def remember_shelf(session: Session, msisdn: str, codes: list[str] | tuple[str, ...], now: float) -> None:
     execute(session, "INSERT INTO shelf_views (msisdn, codes, at) VALUES (?, ?, ?) "
                      "ON CONFLICT (msisdn) DO UPDATE SET codes = excluded.codes, at = excluded.at",
-            (msisdn, json.dumps(codes), now))
+            (msisdn, _codes_json(tuple(codes)), now))
+
+
+@lru_cache(maxsize=4096)
+def _codes_json(codes: tuple[str, ...]) -> str:
+    """Shelves repeat (cached shelves share their codes): serialise each list once."""
+    return json.dumps(list(codes))
 
 
 def executemany(session: Session, statement: str, params: list[tuple]) -> None:

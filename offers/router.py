@@ -174,7 +174,7 @@ class Router:
         if match is not None and match[0] == "shelf":
             cached = self.shelf_cache.get(msisdn=msg.sender, catalog=catalog, now=now)
             if cached is not None:  # the steady-state "200": no read; the shelf view and its exposures
-                _remember_shelf(session, msg.sender, list(cached.codes), now)
+                _remember_shelf(session, msg.sender, cached.codes, now)
                 items, segment, arm = cached.exposure
                 exposures.record_shelf(session, msg.sender, msg.channel, items, now, segment, arm)
                 return Reply(cached.text, "shelf", SERVICE_NUMBER, {"offers": list(cached.codes)})
@@ -262,10 +262,10 @@ def _shelf(ctx: _Ctx, _arg: str) -> Reply:
     return Reply(text, "shelf", SERVICE_NUMBER, {"offers": codes})
 
 
-def _remember_shelf(session: Session, msisdn: str, codes: list[str], now: float) -> None:
+def _remember_shelf(session: Session, msisdn: str, codes: list[str] | tuple[str, ...], now: float) -> None:
     """Upsert the last shelf shown (one plain statement: this runs on every "200")."""
     fastsql.remember_shelf(session, msisdn, codes, now)
-    loaded = session.identity_map.get(identity_key(ShelfView, msisdn))
+    loaded = session.identity_map.get(identity_key(ShelfView, msisdn)) if len(session.identity_map) else None
     if loaded is not None:  # a ShelfView read earlier in this unit of work must not shadow the new row
         session.expire(loaded)
 

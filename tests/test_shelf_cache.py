@@ -63,6 +63,26 @@ def test_steady_state_200_reads_nothing(setup, factory):
     assert router.shelf_cache.stats["hits"] == 1
 
 
+def _shelf_exposures(factory, msisdn: str = USER) -> list[tuple]:
+    with factory() as session:
+        return [tuple(row) for row in session.execute(text(
+            "SELECT at, offer_code, rank, channel, context, segment, arm FROM exposures "
+            "WHERE msisdn = :m AND context = 'shelf' ORDER BY at, rank"), {"m": msisdn})]
+
+
+def test_a_cached_200_records_its_shelf_exposures(setup, factory):
+    """The learning shelf counts every showing: a "200" served from memory writes the same exposures."""
+    phone, router, _ = setup
+    phone.send("200")
+    first = _shelf_exposures(factory)
+    phone.send("200")
+    assert router.shelf_cache.stats["hits"] == 1
+    rows = _shelf_exposures(factory)
+    second = [row for row in rows if row[0] == phone.now]
+    assert first and len(rows) == 2 * len(first)
+    assert [row[1:] for row in second] == [row[1:] for row in first]
+
+
 def test_confirmed_order_leaves_the_next_shelf(setup):
     phone, router, _ = setup
     code = phone.send("200").details["offers"][0]

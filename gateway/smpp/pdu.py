@@ -433,6 +433,7 @@ def _build_specs() -> dict[int, CommandSpec]:
 
 _SPECS = _build_specs()
 _SPECS_BY_NAME = {spec.name: spec for spec in _SPECS.values()}
+_NAMES = {command_id: spec.name for command_id, spec in _SPECS.items()}
 _DEFAULTS = {spec.name: {f.name: f.default for f in spec.fields} for spec in _SPECS.values()}
 _LIST_FIELDS = {
     spec.name: tuple(f for f in spec.fields if isinstance(f.default, list)) for spec in _SPECS.values()
@@ -457,8 +458,8 @@ class PDU:
 
     @property
     def command(self) -> str:
-        spec = _SPECS.get(self.command_id)
-        return spec.name if spec else f"0x{self.command_id:08x}"
+        name = _NAMES.get(self.command_id)
+        return name if name is not None else f"0x{self.command_id:08x}"
 
     @property
     def is_response(self) -> bool:
@@ -488,6 +489,10 @@ class PDU:
         spec = _SPECS_BY_NAME.get(command)
         if spec is None:
             raise EncodeError(f"unknown SMPP command {command!r}")
+        defaults = _DEFAULTS[command]
+        if params and not _LIST_FIELDS[command] and defaults.keys() >= params.keys():
+            # the common case, every keyword a mandatory param: one C-level key check, no per-key loop
+            return cls(spec.command_id, sequence_number, command_status, {**defaults, **params}, dict(tlvs or {}))
         body, extra = _split_params(spec, params)
         if tlvs:
             extra.update(tlvs)
@@ -525,6 +530,9 @@ def _split_params(spec: CommandSpec, params: Mapping[str, Any]) -> tuple[dict, d
 
 def encode(pdu: PDU) -> bytes:
     """Serialise a PDU to one frame; raises EncodeError for values that do not fit."""
+    fast = _fast_encode(pdu)
+    if fast is not None:
+        return fast
     spec = _SPECS.get(pdu.command_id)
     if spec is None:
         raise EncodeError(f"unknown command_id 0x{pdu.command_id:08x}")
@@ -590,7 +598,7 @@ def decode(frame: bytes) -> PDU:
             f"unknown command_id 0x{command_id:08x}", command_id=command_id, sequence_number=sequence
         )
     try:
-        params, tlvs = _decode_body(spec, frame, length)
+        params, tlvs = _fast_decode(command_id, frame, length) or _decode_body(spec, frame, length)
     except SMPPError as exc:
         if spec.is_response and status:
             return PDU(command_id, sequence, status, {}, {})
@@ -636,6 +644,109 @@ def _decode_tlvs(data: bytes, pos: int, end: int) -> dict:
             tlvs[tag] = data[pos:stop]
         pos = stop
     return tlvs
+
+
+# --- fast paths for the hot PDUs -------------------------------------------------------------
+# submit_sm / deliver_sm and the message_id responses carry nearly all traffic. Their common shape
+# (empty dates, well-formed strings) is read and written here without the per-field objects; anything
+# unusual returns None (decode) or raises (encode), and the table-driven code above then gives the
+# exact answer, error included, so the fast path never changes what a PDU means.
+
+_MESSAGE_KEYS = tuple(f.name for f in _FIELDS["submit_sm"])
+_MESSAGE_IDS = frozenset({int(CommandId.submit_sm), int(CommandId.deliver_sm)})
+_ID_RESPONSES = frozenset({int(CommandId.submit_sm_resp), int(CommandId.deliver_sm_resp),
+                           int(CommandId.data_sm_resp)})
+
+
+def _fast_decode_message(frame: bytes, end: int) -> tuple[dict, dict] | None:
+    """submit_sm / deliver_sm with empty dates, or None to take the table-driven path."""
+    find = frame.find
+    nul = find(b"\0", 16, min(22, end))  # service_type: Var. max 6
+    if nul < 0 or nul + 3 >= end:
+        return None
+    s_ton, s_npi = frame[nul + 1], frame[nul + 2]
+    pos = nul + 3
+    src = find(b"\0", pos, min(pos + 21, end))
+    if src < 0 or src + 3 >= end:
+        return None
+    d_ton, d_npi = frame[src + 1], frame[src + 2]
+    pos = src + 3
+    dst = find(b"\0", pos, min(pos + 21, end))
+    if dst < 0 or dst + 10 >= end or frame[dst + 4] or frame[dst + 5]:
+        return None
+    pos = dst + 1
+    esm, pid, prio, _s, _v, reg, rep, dc, dmi, length = frame[pos : pos + 10]
+    pos += 10
+    stop = pos + length
+    if length > 254 or stop > end:
+        return None
+    params = dict(zip(_MESSAGE_KEYS, (
+        frame[16:nul].decode("latin-1"), s_ton, s_npi, frame[nul + 3 : src].decode("latin-1"), d_ton, d_npi,
+        frame[src + 3 : dst].decode("latin-1"), esm, pid, prio, "", "", reg, rep, dc, dmi, frame[pos:stop],
+    ), strict=True))
+    return params, (_decode_tlvs(frame, stop, end) if stop < end else {})
+
+
+def _fast_decode(command_id: int, frame: bytes, end: int) -> tuple[dict, dict] | None:
+    if command_id in _MESSAGE_IDS:
+        return _fast_decode_message(frame, end)
+    if command_id in _ID_RESPONSES and end > HEADER_SIZE:
+        nul = frame.find(b"\0", HEADER_SIZE, min(HEADER_SIZE + 65, end))
+        if nul < 0:
+            return None
+        params = {"message_id": frame[HEADER_SIZE:nul].decode("latin-1")}
+        return params, (_decode_tlvs(frame, nul + 1, end) if nul + 1 < end else {})
+    return None
+
+
+def _cstring(value: str, limit: int) -> bytes:
+    raw = value.encode("latin-1")
+    if len(raw) >= limit or b"\0" in raw:
+        raise EncodeError(f"string of {len(raw)} octets over {limit - 1}")
+    return raw
+
+
+def _fast_encode_message(p: Mapping[str, Any]) -> bytearray:
+    if p["schedule_delivery_time"] or p["validity_period"]:
+        raise EncodeError("dates: the table-driven encoder checks them")
+    message = p["short_message"]
+    if len(message) > 254:
+        raise EncodeError("short_message over 254 octets")
+    out = bytearray(HEADER_SIZE)
+    out += _cstring(p["service_type"], 6)
+    out += bytes((0, p["source_addr_ton"], p["source_addr_npi"]))
+    out += _cstring(p["source_addr"], 21)
+    out += bytes((0, p["dest_addr_ton"], p["dest_addr_npi"]))
+    out += _cstring(p["destination_addr"], 21)
+    out += bytes((0, p["esm_class"], p["protocol_id"], p["priority_flag"], 0, 0, p["registered_delivery"],
+                  p["replace_if_present_flag"], p["data_coding"], p["sm_default_msg_id"], len(message)))
+    out += message
+    return out
+
+
+def _fast_encode(pdu: PDU) -> bytes | None:
+    """The frame of a hot PDU, or None when the table-driven encoder must run (or judge an error)."""
+    cid = pdu.command_id
+    params = pdu.params
+    try:
+        if cid in _MESSAGE_IDS:
+            if len(params) != len(_MESSAGE_KEYS):
+                return None
+            out = _fast_encode_message(params)
+        elif cid in _ID_RESPONSES and len(params) == 1 and "message_id" in params:
+            out = bytearray(HEADER_SIZE)
+            out += _cstring(params["message_id"], 65)
+            out.append(0)
+        elif cid in _ID_RESPONSES and not params:
+            out = bytearray(HEADER_SIZE)
+        else:
+            return None
+        if pdu.tlvs:
+            _encode_tlvs(pdu.tlvs, out)
+        _HEADER.pack_into(out, 0, len(out), cid, pdu.command_status, pdu.sequence_number)
+    except Exception:  # the table-driven encoder gives the exact EncodeError
+        return None
+    return bytes(out)
 
 
 # --- framing -------------------------------------------------------------------------------

@@ -88,6 +88,10 @@ class State(Enum):
     UNBOUND = "unbound"  # we sent unbind and wait for unbind_resp
     CLOSED = "closed"
 
+    # Members are singletons compared by identity: hash them in C (Enum's own __hash__ is Python code,
+    # and the state is looked up in a frozenset several times per PDU).
+    __hash__ = object.__hash__
+
 
 _OPEN = frozenset({State.OPEN})
 _TX = frozenset({State.BOUND_TX, State.BOUND_TRX})

@@ -31,6 +31,7 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import accumulate
 
 __all__ = [
@@ -438,6 +439,10 @@ class Part:
     text: str
 
 
+_SPLIT_CACHE_SIZE = 4096
+_CACHED_TEXT_MAX = 2000  # characters: bounds the cache's memory
+
+
 def _gsm7_single_and_part(udh_len: int) -> tuple[int, int]:
     return 160, (_SMS_OCTETS - udh_len) * 8 // 7
 
@@ -499,21 +504,33 @@ def split_message(
             f"concatenation reference {ref} out of range for a {16 if use_16bit_ref else 8}-bit ref"
         )
     udh_len = 7 if use_16bit_ref else 6
-    data_coding, units, chunks = _plan(text, udh_len, max_parts)
-    encode = _gsm7_bytes if data_coding == DC_DEFAULT else _ucs2_encode
+    planned = _encoded_cached if len(text) <= _CACHED_TEXT_MAX else _encoded
+    data_coding, chunks = planned(text, udh_len, max_parts)
     total = len(chunks)
     if total == 1:
-        return [Part(data_coding, 0, encode(text), 1, 1, text)]
-    if total > max_parts:
-        raise TooManyParts(_GSM7 if data_coding == DC_DEFAULT else _UCS2, units, total, max_parts)
+        return [Part(data_coding, 0, chunks[0][1], 1, 1, text)]
     if use_16bit_ref:
         header = bytes((6, _CONCAT_16, 4, ref >> 8, ref & 0xFF, total))
     else:
         header = bytes((5, _CONCAT_8, 3, ref, total))
     return [
-        Part(data_coding, ESM_UDHI, header + bytes((number,)) + encode(chunk), number, total, chunk)
-        for number, chunk in enumerate(chunks, 1)
+        Part(data_coding, ESM_UDHI, header + bytes((number,)) + raw, number, total, chunk)
+        for number, (chunk, raw) in enumerate(chunks, 1)
     ]
+
+
+def _encoded(text: str, udh_len: int, max_parts: int) -> tuple[int, tuple[tuple[str, bytes], ...]]:
+    """(data_coding, (chunk, its encoded octets) per part); raises TooManyParts."""
+    data_coding, units, chunks = _plan(text, udh_len, max_parts)
+    if len(chunks) > max_parts:
+        raise TooManyParts(_GSM7 if data_coding == DC_DEFAULT else _UCS2, units, len(chunks), max_parts)
+    encode = _gsm7_bytes if data_coding == DC_DEFAULT else _ucs2_encode
+    return data_coding, tuple((chunk, encode(chunk)) for chunk in chunks)
+
+
+# Replies repeat (the shelf cache shares one "200" text among many subscribers): plan and encode
+# each short text once; only the concatenation header differs per message.
+_encoded_cached = lru_cache(maxsize=_SPLIT_CACHE_SIZE)(_encoded)
 
 
 def count_parts(text: str, *, use_16bit_ref: bool = False) -> tuple[str, int, int]:

@@ -164,7 +164,7 @@ def test_an_order_on_one_worker_is_off_the_shelf_answered_by_the_other(group):
 
 def test_exactly_one_campaign_scheduler(group):
     # every worker has started its scheduler service before the group's ready line
-    leads = group.wait_log(r"^\S+ \S+ +(w\d+) \[notifier\.scheduler\] campaign scheduler: this process leads$")
+    leads = group.wait_log(r"^\S+ \S+ +(w\d+) \[gateway\.scheduler\] campaign scheduler: this process leads$")
     assert [m.group(1) for m in leads] == ["w0"]
 
 

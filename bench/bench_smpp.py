@@ -33,15 +33,25 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import signal
-import sqlite3
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import BENCH_ACCOUNT, OUT, NullSMSC, bench_fixtures, hwm_mb, rss_mb, run_load, write_result
+from bench.common import (
+    BENCH_ACCOUNT,
+    OUT,
+    NullSMSC,
+    bench_fixtures,
+    group_cpu_s,
+    hwm_mb,
+    logged_replies,
+    rss_mb,
+    run_load,
+    settled_logged_replies,
+    write_result,
+)
 from bench.plot import bar_chart_svg
 from offers.population import FIRST
 
@@ -54,41 +64,18 @@ PACED_SECONDS = 12.0
 class Target:
     """The gateway under test: its port, process and database, and the load runs against it."""
 
-    def __init__(self, gw, db_path: Path, active: int, duration: float):
-        self.gw, self.db_path, self.active, self.duration = gw, db_path, active, duration
+    def __init__(self, gw, active: int, duration: float):
+        self.gw, self.active, self.duration = gw, active, duration
         self.sid, self.pw = BENCH_ACCOUNT
 
-    def logged_replies(self) -> int:
-        """Replies the gateway logged as delivered (MT log rows of kind reply)."""
-        with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30) as conn:
-            return conn.execute("SELECT COUNT(*) FROM message_log WHERE direction = 'MT' "
-                                "AND action = 'reply'").fetchone()[0]
-
-    def cpu_s(self) -> float:
-        """CPU seconds the gateway process has used (user + system): a figure a busy machine does not blur."""
-        fields = Path(f"/proc/{self.gw.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
     def round_trips(self, count: int, rate: float = 0.0) -> dict:
-        before, cpu = self.logged_replies(), self.cpu_s()
+        before, cpu = logged_replies(self.gw.db_url), group_cpu_s(self.gw.proc.pid)
         result = run_load(self.gw.ports["smpp"], count=count, duration=self.duration, message="200",
                           system_id=self.sid, password=self.pw, src_base=FIRST, subscribers=self.active,
                           rate=rate)
-        result["gateway_logged_replies"] = self.settled_count() - before
-        result["gateway_cpu_s"] = round(self.cpu_s() - cpu, 2)
+        result["gateway_logged_replies"] = settled_logged_replies(self.gw.db_url) - before
+        result["gateway_cpu_s"] = round(group_cpu_s(self.gw.proc.pid) - cpu, 2)
         return result
-
-    def settled_count(self, quiet_s: float = 2.0, limit_s: float = 120.0) -> int:
-        """The logged reply count once it has stopped moving (the backlog of the run is out), so a run
-        never starts behind the previous one's tail and each count covers its own run."""
-        deadline = time.monotonic() + limit_s
-        last, since = self.logged_replies(), time.monotonic()
-        while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
-            time.sleep(0.25)
-            now = self.logged_replies()
-            if now != last:
-                last, since = now, time.monotonic()
-        return last
 
     def submits(self, count: int) -> dict:
         return run_load(self.gw.ports["smpp"], count=count, duration=self.duration, dest="13900000000",
@@ -137,7 +124,7 @@ def measure(args: argparse.Namespace) -> dict:
                            str(args.population), "--log-format", "json", db_url=db_url,
                            env={"GATEWAY_PROFILE": str(profile_path)} if args.profile else None)
         try:
-            target = Target(gw, workdir / "gateway.db", args.active, args.duration)
+            target = Target(gw, args.active, args.duration)
             results.update(drive(target, args))
             results["rss_mb"] = {"after": round(rss_mb(gw.proc.pid), 1), "peak": round(hwm_mb(gw.proc.pid), 1)}
             if args.profile:

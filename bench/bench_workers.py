@@ -13,12 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import BENCH_ACCOUNT, NullSMSC, bench_fixtures, run_load, write_result
+from bench.common import (
+    BENCH_ACCOUNT,
+    NullSMSC,
+    bench_fixtures,
+    group_cpu_s,
+    logged_replies,
+    run_load,
+    settled_logged_replies,
+    write_result,
+)
 from bench.plot import bar_chart_svg
 
 
@@ -32,32 +40,15 @@ def round_trips(workers: int, count: int, duration: float, population: int, db_u
                            "--log-format", "json", db_url=db_url, workers=workers)
         try:
             sid, pw = BENCH_ACCOUNT
-            cpu_before = group_cpu_s(gw.proc.pid)
+            cpu_before, logged_before = group_cpu_s(gw.proc.pid), logged_replies(gw.db_url)
             result = run_load(gw.ports["smpp"], count=count, duration=duration, message="200", system_id=sid,
                               password=pw, subscribers=max(100, min(population, 100_000)))
             used = group_cpu_s(gw.proc.pid) - cpu_before
+            result["gateway_logged_replies"] = settled_logged_replies(gw.db_url) - logged_before
             result["cpu_ms_per_reply"] = round(1000 * used / result["replies"], 3) if result.get("replies") else None
             return result
         finally:
             gw.stop()
-
-
-def group_cpu_s(pid: int) -> float:
-    """CPU seconds used so far by a gateway process and its children (a group's workers).
-
-    On a shared machine the wall-clock figures depend on what else runs; CPU per reply does not,
-    so it shows whether a second worker adds work per message or only needs a free core."""
-    total = 0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(proc.name) == pid or int(fields[1]) == pid:
-            total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def measure(count: int, duration: float, population: int, with_pg: bool) -> dict:
@@ -86,6 +77,8 @@ def summarise(results: dict, population: int) -> dict:
                 "replies_missing": r["replies_missing"], "submit_errors": r["acked_err"],
                 "parts_per_reply": round(r["reply_parts"] / r["replies"], 2) if r.get("replies") else None,
                 "cpu_ms_per_reply": r.get("cpu_ms_per_reply"),
+                "replies": r["replies"], "gateway_logged_replies": r["gateway_logged_replies"],
+                "count_matches_log": r["replies"] == r["gateway_logged_replies"],
                 "refused": sum(r["acked_err"].values()) if r.get("acked_err") else 0}
 
     one, two = row("sqlite_1"), row("sqlite_2")
@@ -102,7 +95,7 @@ def print_table(summary: dict) -> None:
     table = Table(title=f'"200" round trips by worker count (population {summary["population"]:,}; '
                         f'null SMSC {summary["null_round_trips_per_s"]}/s)')
     for column in ("run", "round trips/s", "p50 ms", "p99 ms", "missing", "refused", "parts/reply",
-                   "CPU ms/reply"):
+                   "client = gateway log", "CPU ms/reply"):
         table.add_column(column, justify="left" if column == "run" else "right")
     for label, key in (("SQLite, 1 worker", "sqlite_1_worker"), ("SQLite, 2 workers", "sqlite_2_workers"),
                        ("PostgreSQL, 2 workers", "postgres_2_workers")):
@@ -110,7 +103,7 @@ def print_table(summary: dict) -> None:
         if r is not None:
             table.add_row(label, str(r["round_trips_per_s"]), str(r["p50_ms"]), str(r["p99_ms"]),
                           str(r["replies_missing"]), str(r["refused"]), str(r["parts_per_reply"]),
-                          str(r["cpu_ms_per_reply"]))
+                          f"{r['replies']} = {r['gateway_logged_replies']}", str(r["cpu_ms_per_reply"]))
     table.caption = f"2 workers / 1 worker on SQLite: {summary['two_vs_one']}x"
     Console(file=sys.stderr).print(table)
 

@@ -129,3 +129,50 @@ def write_result(name: str, result: dict) -> Path:
 
 def env_pythonpath() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+_LOGGED_REPLIES = "SELECT COUNT(*) FROM message_log WHERE direction = 'MT' AND action = 'reply'"
+
+
+def logged_replies(db_url: str) -> int:
+    """Replies the gateway itself logged as delivered (its MT log rows of kind reply): the figure a
+    benchmark's own reply count must equal."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(_LOGGED_REPLIES)).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def settled_logged_replies(db_url: str, quiet_s: float = 2.0, limit_s: float = 120.0) -> int:
+    """The logged reply count once it has stopped moving (the run's backlog is out), so each count covers
+    its own run and never the tail of the one before."""
+    deadline = time.monotonic() + limit_s
+    last, since = logged_replies(db_url), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
+        time.sleep(0.25)
+        now = logged_replies(db_url)
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
+def group_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by a gateway process and its children (a group's workers).
+
+    On a shared machine the wall-clock figures depend on what else runs; CPU per reply does not,
+    so it shows whether a second worker adds work per message or only needs a free core."""
+    total = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(proc.name) == pid or int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")

@@ -22,7 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import BENCH_ACCOUNT, bench_fixtures, rss_mb, run_load, write_result
+from bench.common import (
+    BENCH_ACCOUNT,
+    bench_fixtures,
+    logged_replies,
+    rss_mb,
+    run_load,
+    settled_logged_replies,
+    write_result,
+)
 from offers.population import FIRST
 from tests.harness import start_gateway
 from tests.raw_esme import RawESME
@@ -54,7 +62,12 @@ def soak(rate: float | None, seconds: float, population: int, active: int) -> di
                                 password=BENCH_ACCOUNT[1], src_base=FIRST, subscribers=active)
                 rate = max(10.0, round(full["reply_tps"] / 2, 1))
                 print(f"soak: measured maximum {full['reply_tps']}/s, soaking at {rate}/s", file=sys.stderr)
-            return {"rate": rate, **Driver(gw, rate, seconds, active).run()}
+            before = logged_replies(gw.db_url)
+            result = Driver(gw, rate, seconds, active).run()
+            # beside the client's whole replies (counted at their last part), the gateway's own count; the
+            # client stops reading when the soak ends, so replies still in flight then are the difference
+            result["gateway_logged_replies"] = settled_logged_replies(gw.db_url) - before
+            return {"rate": rate, **result}
         finally:
             gw.stop()
 
@@ -122,6 +135,7 @@ def summary(windows: list[dict], sent: int, refused: int, seconds: float, span: 
     rss0, rss1 = first.get("rss_mb"), last.get("rss_mb")
     p0, p1 = first.get("p99_ms"), last.get("p99_ms")
     return {"seconds": seconds, "window_s": round(span, 1), "sent": sent, "refused": refused,
+            "replies": sum(w["replies"] for w in windows),
             "rss_first_window_mb": rss0, "rss_end_mb": rss1,
             "rss_growth_pct": round((rss1 - rss0) / rss0 * 100, 2) if rss0 else None,
             "p99_first_window_ms": p0, "p99_last_window_ms": p1,

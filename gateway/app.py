@@ -146,7 +146,7 @@ class Gateway:
     def restore_fixtures(self) -> bool:
         """Serve the fixture set loaded last (after a restart); False when the database has none."""
         with self.db() as session:
-            row = session.scalars(select(FixtureSetRow).order_by(FixtureSetRow.id.desc()).limit(1)).first()
+            row = FixtureSetRow.latest(session)
         if row is None:
             return False
         parsed, problems = parse_set(row.files, all_sections())

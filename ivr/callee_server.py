@@ -48,14 +48,13 @@ def load_catalog(files: Mapping[str, str]) -> OffersCatalog:
 
 
 def _fixture_files(fixtures_dir: str | None, session_factory: Any) -> dict[str, str]:
-    from sqlalchemy import select
 
     from core.fixtures import read_dir
     from notifier.models import FixtureSetRow
 
     if fixtures_dir is None and session_factory is not None:
         with session_factory() as session:
-            row = session.scalars(select(FixtureSetRow).order_by(FixtureSetRow.id.desc()).limit(1)).first()
+            row = FixtureSetRow.latest(session)
         if row is not None:
             return dict(row.files)
     return read_dir(fixtures_dir or DEMO_FIXTURES)

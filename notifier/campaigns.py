@@ -746,7 +746,7 @@ def _load_book(session: Session, fixtures_dir: str | None) -> tuple[CampaignBook
     if fixtures_dir is not None:
         files = read_dir(fixtures_dir)
     else:
-        row = session.scalars(select(FixtureSetRow).order_by(FixtureSetRow.id.desc()).limit(1)).first()
+        row = FixtureSetRow.latest(session)
         if row is None:
             raise CampaignError("no fixtures in this database: run load-fixtures first (or serve --demo)")
         files = row.files

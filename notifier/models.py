@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, Index, Integer, LargeBinary, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, Boolean, Float, Index, Integer, LargeBinary, String, Text, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.db import Base
 
@@ -157,6 +157,11 @@ class FixtureSetRow(Base):
     source: Mapped[str] = mapped_column(String(200))
     files: Mapped[dict[str, str]] = mapped_column(JSON)
     counts: Mapped[dict[str, int]] = mapped_column(JSON)
+
+    @classmethod
+    def latest(cls, session: Session) -> FixtureSetRow | None:
+        """The fixture set loaded last (what a restart serves), or None when none was ever loaded."""
+        return session.scalars(select(cls).order_by(cls.id.desc()).limit(1)).first()
 
 
 class Survey(Base):

@@ -215,30 +215,28 @@ def _finished_before(cutoff: float) -> Any:
     return or_(and_(c.state.in_(FINAL_STATES), c.done_at < cutoff), and_(c.state == "sent", c.sent_at < cutoff))
 
 
-def purge_outbox(session: Session, cutoff: float, batch: int = PURGE_BATCH) -> int:
-    """Delete up to ``batch`` finished outbox rows older than ``cutoff``; returns how many."""
-    table = OutboxMessage.__table__
-    bound = _first_id_since(session, table, table.c.created_at, cutoff)
-    query = select(table.c.id).where(_finished_before(cutoff))
+def _purge(session: Session, table: Any, time_column: Any, condition: Any, cutoff: float, batch: int) -> int:
+    """Delete up to ``batch`` rows matching ``condition`` below the first id at or after ``cutoff``."""
+    bound = _first_id_since(session, table, time_column, cutoff)
+    query = select(table.c.id).where(condition)
     if bound is not None:
         query = query.where(table.c.id < bound)
     ids = list(session.scalars(query.order_by(table.c.id).limit(batch)))
     if ids:
         session.execute(delete(table).where(table.c.id.in_(ids)))
     return len(ids)
+
+
+def purge_outbox(session: Session, cutoff: float, batch: int = PURGE_BATCH) -> int:
+    """Delete up to ``batch`` finished outbox rows older than ``cutoff``; returns how many."""
+    table = OutboxMessage.__table__
+    return _purge(session, table, table.c.created_at, _finished_before(cutoff), cutoff, batch)
 
 
 def purge_message_log(session: Session, cutoff: float, batch: int = PURGE_BATCH) -> int:
     """Delete up to ``batch`` message_log rows older than ``cutoff``; returns how many."""
     table = MessageLog.__table__
-    bound = _first_id_since(session, table, table.c.at, cutoff)
-    query = select(table.c.id).where(table.c.at < cutoff)
-    if bound is not None:
-        query = query.where(table.c.id < bound)
-    ids = list(session.scalars(query.order_by(table.c.id).limit(batch)))
-    if ids:
-        session.execute(delete(table).where(table.c.id.in_(ids)))
-    return len(ids)
+    return _purge(session, table, table.c.at, table.c.at < cutoff, cutoff, batch)
 
 
 def apply_retention(factory: Callable[[], Session], now: float, settings: Mapping[str, Any], *,

@@ -376,7 +376,7 @@ def _load(session: Session, fixtures_dir: str | None) -> tuple[ProjectBook, Any,
     if fixtures_dir is not None:
         files = read_dir(fixtures_dir)
     else:
-        row = session.scalars(select(FixtureSetRow).order_by(FixtureSetRow.id.desc()).limit(1)).first()
+        row = FixtureSetRow.latest(session)
         if row is None:
             raise ValueError("no fixtures in this database: run load-fixtures first (or serve --demo)")
         files = row.files

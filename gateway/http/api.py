@@ -342,7 +342,7 @@ class OpsApi:
         from notifier.models import FixtureSetRow
 
         with self.gw.db() as session:
-            row = session.scalars(select(FixtureSetRow).order_by(FixtureSetRow.id.desc()).limit(1)).first()
+            row = FixtureSetRow.latest(session)
         snapshot = self.gw.snapshot
         if row is None:
             return {"version": None, "loaded_at": None, "source": None, "counts": {}, "files": []}
@@ -400,7 +400,7 @@ class OpsApi:
         from notifier.models import FixtureSetRow
 
         with self.gw.db() as session:
-            row = session.scalars(select(FixtureSetRow).order_by(FixtureSetRow.id.desc()).limit(1)).first()
+            row = FixtureSetRow.latest(session)
         if row is None:
             raise ApiError(503, "no_fixtures", "no fixture set is loaded; POST /api/fixtures first")
         files = dict(row.files)

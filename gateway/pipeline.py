@@ -16,7 +16,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from notifier.models import MessageLog, OutboxMessage
+from notifier.models import MessageLog
 from offers import fastsql
 from offers.router import Inbound, Reply
 
@@ -120,7 +120,7 @@ class MOPipeline:
                 results.append((item, reply, None))
             # plain executemany on the session's connection: the expression layer costs more than SQLite
             fastsql.insert_rows(session, MessageLog.__tablename__, logs)
-            fastsql.insert_rows(session, OutboxMessage.__tablename__, rows, json_columns=("extra",))
+            gw.outbox.insert_many(session, rows)
         return results, rows
 
     def _outbound(self, item: Accepted, reply: Reply) -> list[dict[str, Any]]:

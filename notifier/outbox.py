@@ -17,11 +17,12 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import and_, delete, false, func, insert, or_, select, update
+from sqlalchemy import and_, delete, false, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from notifier.models import FINAL_STATES, OUTBOX_STATES, MessageLog, OutboxMessage
+from offers import fastsql
 
 MAX_TEXT = 64 * 1024
 PURGE_BATCH = 5000
@@ -63,9 +64,9 @@ class Outbox:
 
     @staticmethod
     def insert_many(session: Session, rows: list[dict[str, Any]]) -> None:
-        """Write many new rows in one statement (rows from :meth:`values`, without idempotency keys)."""
-        if rows:
-            session.execute(insert(OutboxMessage.__table__), rows)
+        """Write many new rows in one statement (rows from :meth:`values`, without idempotency keys):
+        a plain executemany on the session's connection, as the expression layer costs more than SQLite."""
+        fastsql.insert_rows(session, OutboxMessage.__tablename__, rows, json_columns=("extra",))
 
     def enqueue(self, session: Session, **fields: Any) -> OutboxMessage:
         """Add one message; with an idempotency key already used, return the existing row instead.

@@ -29,6 +29,9 @@ KNOBS: dict[str, Knob] = {
     "smpp.window": Knob(int, 10, "outstanding requests per session (outbound window)", 1, 1000),
     "smpp.max_reply_delay_ms": Knob(float, 100.0, "while accepted replies have waited this long, a submit_sm to a "
                                     "service number is refused at once (ESME_RMSGQFUL)", 1, 600000),
+    "smpp.ack_after_reply": Knob(bool, True, "a submit_sm to a service number is acknowledged when its reply is "
+                                 "written to the ESME (not only committed), so the ESME's window bounds the "
+                                 "replies in flight; held at most 1 s"),
     "smpp.max_pdu": Knob(int, 65536, "largest accepted command_length in bytes", 64, 1048576),
     "smpp.reassembly_timeout": Knob(float, 60.0, "seconds to wait for the missing parts of a long MO", 1, 3600),
     "smpp.retry_max": Knob(int, 5, "delivery attempts of an MT before it fails", 1, 100),

@@ -46,6 +46,7 @@ TAG_CORRELATION = 0x1401
 MARK_DELIVERED = ("UPDATE outbox SET state = 'delivered', sent_at = ?, done_at = ?, lease_owner = NULL, "
                   "lease_until = NULL, last_error = NULL WHERE message_id = ? AND state NOT IN ("
                   + ", ".join(f"'{s}'" for s in FINAL_STATES) + ")")
+ACK_HOLD_MAX_S = 1.0  # an acknowledgement held for its reply goes out after this even if the reply did not
 MAX_READY = 20000  # rows held in memory waiting for window room; beyond, they stay queued in the table
 
 
@@ -99,6 +100,8 @@ class SmppDeliverer:
         self.table_may_have_due = True
         self._next_expiry = 0.0
         self.in_flight: dict[str, InFlight] = {}
+        # reply outbox id -> (since, callback): acknowledgements held until that reply's parts are written
+        self._ack_waiters: dict[str, tuple[float, Callable[[], None]]] = {}
         self.running = False
         self.sent_listeners: list[Callable[[int], None]] = []
         self.stats = {"sent_rows": 0, "sent_parts": 0, "errors": 0}
@@ -117,6 +120,7 @@ class SmppDeliverer:
                 call.cancel()
         held = [row.message_id for row in self.ready]
         self.ready.clear()
+        self._release_acks(list(self._ack_waiters))
         if held:
             with self.gateway.db() as session, session.begin():
                 self.gateway.outbox.release(session, held)
@@ -132,11 +136,34 @@ class SmppDeliverer:
         self.table_may_have_due = True
         self.poke()
 
+    def when_sent(self, message_id: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the row ``message_id`` (born leased to this sender) has its parts
+        written, or is given back or given up, or after :data:`ACK_HOLD_MAX_S` at the latest."""
+        self._ack_waiters[message_id] = (self.gateway.now(), callback)
+
+    def _release_acks(self, message_ids: Iterable[str]) -> None:
+        for message_id in message_ids:
+            waiter = self._ack_waiters.pop(message_id, None)
+            if waiter is not None:
+                waiter[1]()
+
+    def _release_overdue_acks(self) -> None:
+        if not self._ack_waiters:
+            return
+        limit = self.gateway.now() - ACK_HOLD_MAX_S
+        overdue = []
+        for message_id, (since, _) in self._ack_waiters.items():  # in the order they were held
+            if since > limit:
+                break
+            overdue.append(message_id)
+        self._release_acks(overdue)
+
     def _poll(self) -> None:
         # Retries and delayed (staggered, quiet-hour) rows become due with no event: look every POLL_S.
         # Otherwise the table is only queried when something says it may hold due rows: on the hot
         # path replies are born leased and never need a claim.
         self.wake_table()
+        self._release_overdue_acks()
         now = self.gateway.now()
         if now >= self._next_expiry:  # rows nobody could take within smpp.validity end as expired
             self._next_expiry = now + EXPIRE_EVERY_S
@@ -173,6 +200,7 @@ class SmppDeliverer:
 
     def _pump(self) -> None:
         self._pump_call = None
+        self._release_overdue_acks()
         self._send_ready()
         more = bool(self.ready)
         room = self._room()
@@ -197,6 +225,7 @@ class SmppDeliverer:
                     row.parts = self.build_parts(row, next(self._refs) % 256)
                 except ValueError as exc:
                     self.ready.popleft()
+                    self._release_acks((row.message_id,))
                     self._failed.append((row.message_id, f"cannot encode: {exc}", True))
                     self._schedule_record()
                     continue
@@ -215,6 +244,7 @@ class SmppDeliverer:
             return
         ids = {r.message_id for r in orphans}
         self.ready = deque(r for r in self.ready if r.message_id not in ids)
+        self._release_acks(ids)
         with self.gateway.db() as session, session.begin():
             self.gateway.outbox.release(session, ids)
 
@@ -247,6 +277,8 @@ class SmppDeliverer:
                 continue
             self.stats["sent_parts"] += 1
             target.send_deliver_sm(params, lambda status, f=flight: self._part_result(f, status))
+        if self._ack_waiters:
+            self._release_acks((row.message_id,))
 
     def _part_result(self, flight: InFlight, status: int | str | None) -> None:
         if status != 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from time import perf_counter
 from typing import Any
 
@@ -39,6 +40,11 @@ class Accepted:
     # More writes for the same transaction, given the session (a held long-MO part saved or released).
     writes: tuple[Callable[[Any], None], ...] = ()
     message: bool = True  # False: only ``writes`` (a part acknowledged before its message is whole)
+    # True: when the reply is born leased to a sender of this process, ``on_done`` waits until the
+    # reply's parts are written (MOPipeline.ack_when_sent): the ESME's window then bounds the work in
+    # flight, so a full window means replies late by one window, not an ever-growing backlog
+    ack_after_send: bool = False
+    reply_id: str | None = None  # set by the pipeline: the outbox id of the reply ``on_done`` waits for
 
 
 class MOPipeline:
@@ -52,6 +58,8 @@ class MOPipeline:
         self.lease_owner: Callable[[str | None, str], str | None] | None = None
         self.route_observer: Callable[[str, float], None] | None = None  # (channel, seconds) per MO
         self.routed_listeners: list[Callable[[Accepted, Reply], None]] = []
+        # (reply outbox id, callback): call back once that reply's parts are written (or given up)
+        self.ack_when_sent: Callable[[str, Callable[[], None]], None] | None = None
         self.stats = {"mo": 0, "replies": 0, "errors": 0, "batches": 0}
 
     def accept(self, item: Accepted) -> None:
@@ -87,7 +95,10 @@ class MOPipeline:
                     results.append((item, None, exc))
         self.stats["batches"] += 1
         for item, reply, error in results:
-            item.on_done(reply, error)
+            if item.reply_id is not None and error is None and self.ack_when_sent is not None:
+                self.ack_when_sent(item.reply_id, partial(item.on_done, reply, None))
+            else:
+                item.on_done(reply, error)
             if reply is not None:
                 for listener in self.routed_listeners:
                     listener(item, reply)
@@ -126,15 +137,19 @@ class MOPipeline:
     def _outbound(self, item: Accepted, reply: Reply) -> list[dict[str, Any]]:
         """Receipts and the reply of one message, born leased when a sender will take them at once."""
         gw, msg = self.gateway, item.inbound
+        item.reply_id = None
         owner = self.lease_owner(item.reply_account, item.reply_channel) if self.lease_owner else None
         rows = [gw.outbox.values(kind="receipt", source=msg.service, dest=msg.sender, text="",
                                  account=item.reply_account, channel="smpp", correlation=item.message_id,
                                  extra=receipt, lease_owner=owner)
                 for receipt in [*item.part_receipts, *([item.receipt] if item.receipt else [])]]
         if reply.text and item.reply_account is not None:
-            rows.append(gw.outbox.values(kind="reply", source=reply.source, dest=msg.sender, text=reply.text,
-                                         account=item.reply_account, channel=item.reply_channel,
-                                         correlation=item.message_id,
-                                         lease_owner=owner if item.reply_channel == "smpp" else None))
+            leased = owner if item.reply_channel == "smpp" else None
+            row = gw.outbox.values(kind="reply", source=reply.source, dest=msg.sender, text=reply.text,
+                                   account=item.reply_account, channel=item.reply_channel,
+                                   correlation=item.message_id, lease_owner=leased)
+            rows.append(row)
+            if leased is not None and item.ack_after_send:
+                item.reply_id = row["message_id"]
             self.stats["replies"] += 1
         return rows

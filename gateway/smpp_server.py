@@ -476,6 +476,7 @@ class SMPPServerService(service.Service):
             backlog=lambda: len(self.pipeline.pending) + len(self.deliverer.ready) + len(self.deliverer.in_flight),
             oldest_wait_s=self._oldest_wait,
             completed=lambda: self.deliverer.stats["sent_rows"] + self.deliverer.stats["errors"])
+        self.pipeline.ack_when_sent = self.deliverer.when_sent
         self.pipeline.lease_owner = lambda account, channel: (
             self.deliverer.lease_owner_for(account) if channel == "smpp" else None)
         self.ussd = None  # a USSD handler plugs in here (gateway.ussd)
@@ -590,6 +591,7 @@ class SMPPServerService(service.Service):
                 conn.respond_later(pdu, 0, message_id=message_id)
 
         self.pipeline.accept(Accepted(inbound, message_id, conn.system_id, receipt, done, route=routed,
+                                      ack_after_send=routed and self.gateway.settings["smpp.ack_after_reply"],
                                       part_receipts=[receipt_extra(part.message_id, submitted_at=now, done_at=now)
                                                      for part in held if part.registered == 1],
                                       writes=release))

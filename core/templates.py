@@ -63,7 +63,8 @@ HTML_ENV = _environment(autoescape=True)
 
 def compile_template(text: Any, allowed_vars: Iterable[str], file: str, line: int | None, *,
                      html: bool = False, path: str = "") -> tuple[jinja2.Template | None, list[Problem]]:
-    """Compile one template, checking its variables; returns ``(template, [])`` or ``(None, problems)``."""
+    """Compile one template, checking its variables; returns ``(template, [])`` or ``(None, problems)``.
+    The template's ``reads`` is the set of variables it refers to."""
     def problem(reason: str, offset: int = 0) -> tuple[None, list[Problem]]:
         return None, [Problem(file, (line + offset) if line is not None else None, reason, path)]
 
@@ -81,7 +82,10 @@ def compile_template(text: Any, allowed_vars: Iterable[str], file: str, line: in
     if unknown:
         return problem(f"unknown template variable(s) {', '.join(unknown)}; allowed: "
                        f"{', '.join(sorted(allowed)) or '(none)'}")
-    return env.from_string(text), []
+    template = env.from_string(text)
+    # the variables it reads: a caller may memoise renders keyed on these alone (offers/shelf.py)
+    template.reads = frozenset(jinja2.meta.find_undeclared_variables(parsed))
+    return template, []
 
 
 def render(template: jinja2.Template, **variables: Any) -> str:

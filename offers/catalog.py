@@ -79,6 +79,8 @@ class OffersCatalog:
     keywords: KeywordTable
     replies: Mapping[str, jinja2.Template]
     by_code: Mapping[str, CatalogOffer] = field(default_factory=dict)  # normalized code -> offer
+    # renders of this snapshot memoised by their inputs (offers/shelf.py fit_items); dies with the snapshot
+    memo: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     @classmethod
     def build(cls, offers: list[CatalogOffer], params: SegmentParams, keywords: KeywordTable,

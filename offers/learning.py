@@ -211,10 +211,16 @@ def assign(snapshot: LearnedSnapshot, facts: Mapping[str, Any], msisdn: str, *,
     The subscriber's draw is fixed by the number within one snapshot, so the 200 SMS and
     ``GET .../shelf`` show the same order; each refresh draws afresh.
     """
+    return assign_segment(snapshot, segment_key(facts), msisdn, explain=explain)
+
+
+def assign_segment(snapshot: LearnedSnapshot, segment: str, msisdn: str, *,
+                   explain: bool = False) -> tuple[str, LearnedTerm | None]:
+    """:func:`assign` given the subscriber's segment key (the shelf cache keeps that, not the facts)."""
     if not snapshot.enabled or in_holdout(msisdn, snapshot.seed, snapshot.holdout_share):
         return "fixed", None
     draw = zlib.crc32(msisdn.encode()) % DRAWS
-    return "learned", LearnedTerm(snapshot, segment_key(facts), draw, explain)
+    return "learned", LearnedTerm(snapshot, segment, draw, explain)
 
 
 # --- durable state ---------------------------------------------------------------------------------

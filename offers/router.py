@@ -42,10 +42,10 @@ from core.settings import KNOBS
 from core.templates import TemplateRenderError
 from offers import exposures, fastsql, schema
 from offers.catalog import CatalogOffer, OffersCatalog, normalize
-from offers.learning import EMPTY, LearnedSnapshot, assign, segment_key
+from offers.learning import EMPTY, LearnedSnapshot, assign_segment, segment_key
 from offers.models import PendingOrder, Refusal, ShelfView, Subscriber, Subscription
-from offers.shelf import DAY, build_shelf, default_fits, fit_reply, load_inputs, reply_vars
-from offers.shelf_cache import ShelfCache
+from offers.shelf import DAY, candidates, default_fits, fit_items, load_inputs, rank, reply_vars
+from offers.shelf_cache import CachedShelf, ShelfCache, ShelfInputs
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +129,9 @@ class Router:
 
     @learned.setter
     def learned(self, snapshot: LearnedSnapshot) -> None:
-        # a new snapshot draws afresh, so every cached shelf may rank differently now
+        # a new snapshot draws afresh, so every cached shelf may rank differently now: an entry ranked
+        # under an older snapshot is ranked again from its cached inputs on its next hit (no database read)
         self._learned = snapshot
-        self.shelf_cache.invalidate_all()
 
     def invalidate(self, msisdn: str) -> None:
         """Forget the cached shelf of one subscriber (this process only)."""
@@ -173,6 +173,8 @@ class Router:
         match = catalog.keywords.match(text)
         if match is not None and match[0] == "shelf":
             cached = self.shelf_cache.get(msisdn=msg.sender, catalog=catalog, now=now)
+            if cached is not None and cached.learned is not self._learned:
+                cached = self._rerank(msg.sender, cached, catalog)
             if cached is not None:  # the steady-state "200": no read; the shelf view and its exposures
                 _remember_shelf(session, msg.sender, cached.codes, now)
                 items, segment, arm = cached.exposure
@@ -184,6 +186,20 @@ class Router:
             return ctx.reply("help", "help")
         action, arg = match
         return _ACTIONS[action](ctx, arg)
+
+    def _rerank(self, msisdn: str, entry: CachedShelf, catalog: OffersCatalog) -> CachedShelf | None:
+        """A cached shelf ranked again under the current learned snapshot (None: build it afresh)."""
+        if entry.inputs is None:
+            return None
+        learned = self._learned
+        arm, term = assign_segment(learned, entry.inputs.segment, msisdn)
+        items = rank(entry.inputs.candidates, self._knob("shelf.top_k"), term)
+        try:
+            text, items = fit_items(catalog, items, entry.inputs.base, self._fits, self._knob("router.max_sms_parts"))
+        except TemplateRenderError:
+            return None  # the full path logs it and answers with the help
+        return self.shelf_cache.rerank(msisdn, entry, tuple(i.code for i in items), text,
+                                       (tuple(items), entry.inputs.segment, arm), learned)
 
     def _digit(self, ctx: _Ctx, digit: str) -> Reply | None:
         """The newest open prompt takes the digit (None when none is open); the shelf is one candidate
@@ -243,22 +259,24 @@ def _offer_vars(offer: CatalogOffer) -> dict[str, Any]:
 def _shelf(ctx: _Ctx, _arg: str) -> Reply:
     r = ctx.router
     days = r._knob("shelf.refusal_days")
-    arm, term = assign(r.learned, ctx.facts(), ctx.msg.sender)
-    shelf = build_shelf(ctx.facts(), ctx.catalog, ctx.active, ctx.refused, ctx.now, r._knob("shelf.top_k"),
-                        refusal_days=days, explain=False, learned=term)
+    learned = r.learned
+    segment = segment_key(ctx.facts())
+    arm, term = assign_segment(learned, segment, ctx.msg.sender)
+    cands = candidates(ctx.facts(), ctx.catalog, ctx.active, ctx.refused, ctx.now, refusal_days=days)
     base = ctx.base()
     try:
-        text, items = fit_reply(ctx.catalog, shelf, base, r._fits, r._knob("router.max_sms_parts"))
+        text, items = fit_items(ctx.catalog, rank(cands, r._knob("shelf.top_k"), term), base, r._fits,
+                                r._knob("router.max_sms_parts"))
     except TemplateRenderError as exc:
         log.error("shelf template failed: %s", exc)
         return ctx.reply("help", "help")
     codes = [i.code for i in items]
     _remember_shelf(ctx.session, ctx.msg.sender, codes, ctx.now)
-    segment = segment_key(ctx.facts())
     exposures.record_shelf(ctx.session, ctx.msg.sender, ctx.msg.channel, items, ctx.now, segment, arm)
     refused_until = min((at + days * DAY for at in ctx.refused.values()), default=None)
     r.shelf_cache.put(ctx.msg.sender, ctx.catalog, ctx.now, tuple(codes), text, refused_until,
-                      exposure=(tuple(items), segment, arm))
+                      exposure=(tuple(items), segment, arm), learned=learned,
+                      inputs=ShelfInputs(cands, base, segment))
     return Reply(text, "shelf", SERVICE_NUMBER, {"offers": codes})
 
 

@@ -165,6 +165,29 @@ def build_shelf(facts: Mapping[str, Any], catalog: OffersCatalog, active_codes: 
     return Shelf(items, tuple(out[o.code] for o in catalog.offers))
 
 
+def candidates(facts: Mapping[str, Any], catalog: OffersCatalog, active_codes: Mapping[str, str | None] | set,
+               refusals: Mapping[str, float], now: float, *,
+               refusal_days: float = KNOBS["shelf.refusal_days"].default,
+               channel: str = SHELF_CHANNEL) -> tuple[tuple[float, CatalogOffer], ...]:
+    """The offers on one subscriber's shelf with their fixed scores (no learned term), in catalog
+    order: what :func:`rank` orders under any learned snapshot. Stays true while the subscriber's
+    inputs, the catalog and the clock's offer/refusal boundaries do (offers/shelf_cache.py)."""
+    active = _active_groups(active_codes, catalog)
+    groups = {g for g in active.values() if g}
+    return tuple((score(offer, facts, catalog.params), offer) for offer in catalog.offers
+                 if _exclusion(offer, facts, active, groups, refusals, now, refusal_days, channel, False) is None)
+
+
+def rank(cands: tuple[tuple[float, CatalogOffer], ...], top_k: int,
+         learned: LearnedTerm | None = None) -> tuple[ShelfItem, ...]:
+    """The shown items of :func:`candidates` under a learned term: the same order as :func:`build_shelf`."""
+    ranked = [(learned.apply(offer, total, None)[0] if learned is not None else total, offer)
+              for total, offer in cands]
+    ranked.sort(key=lambda t: (-t[0], -t[1].priority, t[1].code))
+    return tuple(ShelfItem(i, offer.code, offer.name, offer.price, offer.order)
+                 for i, (_, offer) in enumerate(ranked[:top_k], 1))
+
+
 def _active_groups(active_codes: Mapping[str, str | None] | set, catalog: OffersCatalog) -> dict[str, str | None]:
     if isinstance(active_codes, Mapping):
         return dict(active_codes)
@@ -223,7 +246,40 @@ def fit_reply(catalog: OffersCatalog, shelf: Shelf, base: Mapping[str, Any],
               fits: Callable[[str, int], bool] = default_fits,
               max_parts: int = KNOBS["router.max_sms_parts"].default) -> tuple[str, tuple[ShelfItem, ...]]:
     """The 200 reply text and the items it shows: the ranked shelf, cut from the end until it fits."""
-    items = shelf.offers
+    return fit_items(catalog, shelf.offers, base, fits, max_parts)
+
+
+def fit_items(catalog: OffersCatalog, items: tuple[ShelfItem, ...], base: Mapping[str, Any],
+              fits: Callable[[str, int], bool] = default_fits,
+              max_parts: int = KNOBS["router.max_sms_parts"].default) -> tuple[str, tuple[ShelfItem, ...]]:
+    """:func:`fit_reply` of ranked items, memoised per catalog snapshot on the items and the subscriber
+    variables the shelf templates read (a shelf text is shared by every subscriber of a brand who sees
+    the same offers: the hot path renders each distinct shelf once)."""
+    key = ("shelf", items, fits, max_parts, *_read_vars(catalog, base))
+    found = catalog.memo.get(key)
+    if found is None:
+        if len(catalog.memo) >= MAX_MEMO:
+            catalog.memo.clear()
+        found = catalog.memo[key] = _fit_items(catalog, items, base, fits, max_parts)
+    return found
+
+
+MAX_MEMO = 50_000
+
+
+def _read_vars(catalog: OffersCatalog, base: Mapping[str, Any]) -> tuple[Any, ...]:
+    reads: set[str] = set()
+    for key in ("shelf", "shelf_empty"):
+        template = catalog.replies.get(key)
+        found = getattr(template, "reads", None)
+        if found is None:  # a template not compiled by core.templates: key on every variable
+            return tuple(sorted(base.items()))
+        reads |= found
+    return tuple((k, base[k]) for k in sorted(reads) if k in base)
+
+
+def _fit_items(catalog: OffersCatalog, items: tuple[ShelfItem, ...], base: Mapping[str, Any],
+               fits: Callable[[str, int], bool], max_parts: int) -> tuple[str, tuple[ShelfItem, ...]]:
     if not items:
         return catalog.reply("shelf_empty", **base), ()
     while items:

@@ -7,7 +7,11 @@ the end of one of the subscriber's refusal windows. Everything else that
 changes a shelf is an event, and the router (offers/router.py) invalidates on
 each: an order confirmed, a cancel, opt-out / opt-in, a refusal, any write a
 transport marks with :func:`offers.router.mark_changed`; a new catalog
-(fixture reload) empties the cache. The cache is a bounded LRU (entries are a
+(fixture reload) empties the cache. A new learned snapshot (offers/learning.py,
+every ``learning.refresh_s``) does not: an entry ranked under an older one keeps
+its inputs (the eligible offers with their fixed scores, the template's
+variables, the segment) and is ranked again from them on its next hit, so the
+periodic refresh never sends 100k subscribers back to the database. The cache is a bounded LRU (entries are a
 few hundred bytes; identical reply texts are shared), sized for 100k+ active
 subscribers.
 """
@@ -24,12 +28,23 @@ MAX_SHARED_TEXTS = 50_000
 
 
 @dataclass(frozen=True, slots=True)
+class ShelfInputs:
+    """What a shelf is re-ranked from under a new learned snapshot without reading the database."""
+
+    candidates: tuple[tuple[float, Any], ...]  # (fixed score, offer) of every offer on the shelf (shelf.candidates)
+    base: Any  # the reply template's subscriber variables
+    segment: str  # the learned term's segment key
+
+
+@dataclass(frozen=True, slots=True)
 class CachedShelf:
     catalog: Any  # the OffersCatalog snapshot the entry was computed from (compared by identity)
     valid_until: float
     codes: tuple[str, ...]
     text: str
     exposure: tuple[tuple[Any, ...], str, str]  # (shown items, segment, arm): recorded again on every hit
+    learned: Any = None  # the learned snapshot ``codes`` were ranked under (compared by identity)
+    inputs: ShelfInputs | None = None  # to rank again under another learned snapshot
 
 
 class ShelfCache:
@@ -41,7 +56,7 @@ class ShelfCache:
         self._texts: dict[str, str] = {}
         self._catalog: Any = None
         self._boundaries: list[float] = []
-        self.stats = {"hits": 0, "misses": 0, "invalidations": 0}
+        self.stats = {"hits": 0, "misses": 0, "invalidations": 0, "reranks": 0}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -56,7 +71,8 @@ class ShelfCache:
         return entry
 
     def put(self, msisdn: str, catalog: Any, now: float, codes: tuple[str, ...], text: str,
-            refused_until: float | None = None, exposure: tuple[tuple[Any, ...], str, str] = ((), "", "")) -> None:
+            refused_until: float | None = None, exposure: tuple[tuple[Any, ...], str, str] = ((), "", ""),
+            learned: Any = None, inputs: ShelfInputs | None = None) -> CachedShelf:
         """Remember a shelf computed at ``now``; ``refused_until``: the earliest end of a refusal window."""
         if catalog is not self._catalog:
             self.invalidate_all()
@@ -66,13 +82,27 @@ class ShelfCache:
         valid_until = self._boundaries[i] if i < len(self._boundaries) else float("inf")
         if refused_until is not None:
             valid_until = min(valid_until, refused_until)
+        return self._store(msisdn, CachedShelf(catalog, valid_until, codes, text, exposure, learned, inputs))
+
+    def rerank(self, msisdn: str, entry: CachedShelf, codes: tuple[str, ...], text: str,
+               exposure: tuple[tuple[Any, ...], str, str], learned: Any) -> CachedShelf:
+        """The same inputs ranked under another learned snapshot (same validity)."""
+        self.stats["reranks"] += 1
+        return self._store(msisdn, CachedShelf(entry.catalog, entry.valid_until, codes, text, exposure, learned,
+                                               entry.inputs))
+
+    def _store(self, msisdn: str, entry: CachedShelf) -> CachedShelf:
         if len(self._texts) >= MAX_SHARED_TEXTS:
             self._texts.clear()
-        text = self._texts.setdefault(text, text)
-        self._entries[msisdn] = CachedShelf(catalog, valid_until, codes, text, exposure)
+        text = self._texts.setdefault(entry.text, entry.text)
+        if text is not entry.text:
+            entry = CachedShelf(entry.catalog, entry.valid_until, entry.codes, text, entry.exposure, entry.learned,
+                                entry.inputs)
+        self._entries[msisdn] = entry
         self._entries.move_to_end(msisdn)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
+        return entry
 
     def invalidate(self, msisdn: str) -> None:
         if self._entries.pop(msisdn, None) is not None:

@@ -14,7 +14,7 @@ from core.db import session_factory
 from core.settings import Settings
 from offers import exposures, learning
 from offers.router import Inbound, Router
-from offers.shelf import build_shelf, load_inputs
+from offers.shelf import build_shelf, candidates, load_inputs, rank
 from tests.harness import ROOT
 from tests.test_offers_support import NOW, demo_catalog, load_demo, make_test_engine
 
@@ -215,3 +215,20 @@ def test_an_outbound_call_offer_is_an_exposure_its_order_and_refusal_link_to(fac
     assert ordered["exposure"]["context"] == "call:data-call"
     assert [(o["kind"], o["channel"]) for o in ordered["outcomes"]] == [("ordered", "ivr"), ("confirmed", "sms")]
     assert [(o["kind"], o["suppresses"]) for o in refused["outcomes"]] == [("refused", True)]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(person=st.sampled_from(PEOPLE), data=st.data())
+def test_rank_of_cached_candidates_is_the_shelf_built_afresh(demo_facts, person, data):
+    """The shelf cache ranks a subscriber's cached candidates again under each new snapshot: the
+    result must be the order build_shelf gives with the same term, for any evidence."""
+    facts, active, refused = demo_facts[person]
+    seg = learning.segment_key(facts)
+    counts = {(o.code, seg): (n, data.draw(st.integers(0, n)))
+              for o in CATALOG.offers for n in [data.draw(st.integers(0, 3000))]}
+    snapshot = _snapshot(counts, **{"learning.cap": 10.0, "learning.floor": 0.1})
+    _, term = learning.assign(snapshot, facts, person)
+    built = build_shelf(facts, CATALOG, active, refused, NOW, 5, learned=term, explain=False)
+    cands = candidates(facts, CATALOG, active, refused, NOW)
+    assert rank(cands, 5, term) == built.offers
+    assert rank(cands, 5, None) == build_shelf(facts, CATALOG, active, refused, NOW, 5, explain=False).offers

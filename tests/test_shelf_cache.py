@@ -199,3 +199,37 @@ def test_over_smpp_an_order_leaves_the_cached_shelf(gateway):
     finally:
         client.close()
     assert f"KT{code}" not in after
+
+
+def test_a_new_learned_snapshot_reranks_from_memory(setup, factory):
+    """The periodic learned refresh must not send every subscriber back to the database: the cached
+    inputs are ranked again under the new snapshot, exactly as a router without a cache ranks them."""
+    import random
+
+    from offers import learning
+    from offers.shelf import load_inputs
+
+    phone, router, catalog = setup
+    offers = catalog["now"].offers
+    with factory() as session:
+        segment = learning.segment_key(load_inputs(session, USER, NOW, 90)[0])
+    phone.send("200")
+    rng = random.Random(7)
+    orders = set()
+    for version in range(1, 9):
+        counts = {(o.code, segment): (n, rng.randint(0, n)) for o in offers for n in [rng.randint(0, 3000)]}
+        snapshot = learning.build_snapshot(counts, offers, {segment}, Settings({
+            "learning.holdout_share": 0.0, "learning.cap": 20.0, "learning.floor": 0.05, "learning.weight": 2.0}),
+            version=version)
+        router.learned = snapshot
+        cached = phone.send("200")
+        cold = Router(lambda: catalog["now"], Settings())  # no cache: reads and ranks afresh
+        cold.learned = snapshot
+        with factory() as session, session.begin():
+            fresh = cold.handle(session, Inbound("sms", USER, "10086", "200"), phone.now)
+        assert (cached.text, cached.details) == (fresh.text, fresh.details)
+        assert router.shelf_cache._entries[USER].learned is snapshot
+        orders.add(tuple(cached.details["offers"]))
+    stats = router.shelf_cache.stats
+    assert (stats["misses"], stats["hits"], stats["reranks"]) == (1, 8, 8)  # one read, then memory only
+    assert len(orders) > 1  # the snapshots did reorder the shelf

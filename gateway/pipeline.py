@@ -52,6 +52,7 @@ class MOPipeline:
         self.gateway = gateway
         self.pending: list[Accepted] = []
         self.pending_since = 0.0  # when the oldest of ``pending`` was accepted
+        self.last_flush = float("-inf")  # when the last batch was taken
         self._scheduled = None
         self.committed_listeners: list[Callable[[list[dict[str, Any]]], None]] = []
         # (account, channel) -> lease owner to write into new rows a sender will take at once, or None
@@ -69,7 +70,10 @@ class MOPipeline:
         if len(self.pending) >= MAX_BATCH:
             self.flush()
         elif self._scheduled is None:
-            self._scheduled = self.gateway.reactor.callLater(0, self.flush)
+            # At once when idle; under load at most one commit per ``pipeline.batch_ms``, so a busy
+            # gateway writes (and fsyncs, and walks its indexes) for many messages at a time
+            wait = self.last_flush + float(self.gateway.settings["pipeline.batch_ms"]) / 1000.0 - self.pending_since
+            self._scheduled = self.gateway.reactor.callLater(max(0.0, wait), self.flush)
 
     def flush(self) -> None:
         if self._scheduled is not None and self._scheduled.active():
@@ -78,6 +82,7 @@ class MOPipeline:
         batch, self.pending = self.pending, []
         if not batch:
             return
+        self.last_flush = self.gateway.now()
         try:
             results, rows = self._route_batch(batch)
         except Exception:

@@ -13,7 +13,10 @@ work decides, so an MO, its reply and its log rows commit together.
 
 from __future__ import annotations
 
+import itertools
+import os
 import secrets
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -29,9 +32,16 @@ PURGE_BATCH = 5000
 DAY = 86400.0
 
 
+_ID_TAG = (secrets.randbits(20) ^ os.getpid()) & 0xFFFFF  # this process's part of every id
+_ID_SEQ = itertools.count(secrets.randbits(24))
+
+
 def new_message_id() -> str:
-    """A 16-hex-digit id (fits SMPP's 65-octet message_id, unique across processes)."""
-    return secrets.token_hex(8)
+    """A 24-hex-digit id, time-ordered: 11 digits of wall-clock milliseconds, 5 of a tag drawn per
+    process, 8 of a counter. Unique within a process by the counter, across processes by time and
+    tag; fits SMPP's 65-octet message_id. Being time-ordered, a new id lands at the right edge of the
+    outbox's and the message log's id indexes: a commit dirties one index page, not one per row."""
+    return f"{int(time.time() * 1000) & 0xFFFFFFFFFFF:011x}{_ID_TAG:05x}{next(_ID_SEQ) & 0xFFFFFFFF:08x}"
 
 
 class Outbox:

@@ -160,6 +160,7 @@ def _last_exposure(session: Session, msisdn: str, code: str | None, now: float) 
 
 
 def _on_last_shelf(session: Session, msisdn: str, code: str | None, since: float) -> Link:
+    fastsql.write_shelf_views(session)
     _, views = fastsql.rows(session, "SELECT codes, at FROM shelf_views WHERE msisdn = ?", (msisdn,))
     if not views or views[0][1] < since:
         return Link(None)

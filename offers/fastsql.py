@@ -12,6 +12,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 
@@ -68,10 +69,27 @@ def subscriber_inputs(session: Session, msisdn: str, since: float) -> tuple[dict
     return row, active, refused
 
 
+_VIEWS = "fastsql.shelf_views"  # session.info key: {msisdn: row} of shelves shown, not yet written
+_UPSERT_VIEW = ("INSERT INTO shelf_views (msisdn, codes, at) VALUES (?, ?, ?) "
+                "ON CONFLICT (msisdn) DO UPDATE SET codes = excluded.codes, at = excluded.at")
+
+
 def remember_shelf(session: Session, msisdn: str, codes: list[str] | tuple[str, ...], now: float) -> None:
-    execute(session, "INSERT INTO shelf_views (msisdn, codes, at) VALUES (?, ?, ?) "
-                     "ON CONFLICT (msisdn) DO UPDATE SET codes = excluded.codes, at = excluded.at",
-            (msisdn, _codes_json(tuple(codes)), now))
+    """Record the last shelf shown; written with the others of the transaction in one executemany
+    before it commits (or before anything reads ``shelf_views``: call :func:`write_shelf_views`)."""
+    session.info.setdefault(_VIEWS, {})[msisdn] = (msisdn, _codes_json(tuple(codes)), now)
+
+
+@event.listens_for(Session, "before_commit")
+def write_shelf_views(session: Session) -> None:
+    pending = session.info.pop(_VIEWS, None)
+    if pending:
+        executemany(session, _UPSERT_VIEW, list(pending.values()))
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_shelf_views(session: Session, _previous: Any) -> None:
+    session.info.pop(_VIEWS, None)
 
 
 @lru_cache(maxsize=4096)

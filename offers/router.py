@@ -205,6 +205,7 @@ class Router:
         """The newest open prompt takes the digit (None when none is open); the shelf is one candidate
         among the registered ones."""
         best: tuple[float, Callable[[], Reply]] | None = None
+        fastsql.write_shelf_views(ctx.session)  # a "200" earlier in this transaction is the last shelf
         view = ctx.session.get(ShelfView, ctx.msg.sender)
         fresh = view is not None and ctx.now - view.at <= self._knob("router.shelf_prompt_window_s")
         if fresh and ctx.facts() is not None:

@@ -39,6 +39,10 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=10000")
+    # The hot path touches index pages all over the message log, outbox and shelf views: keep them in
+    # memory (64 MiB of page cache, reads through a 1 GiB memory map) instead of a read() per page miss
+    cur.execute("PRAGMA cache_size=-65536")
+    cur.execute("PRAGMA mmap_size=1073741824")
     cur.close()
 
 

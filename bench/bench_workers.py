@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -46,6 +47,9 @@ def round_trips(workers: int, count: int, duration: float, population: int, db_u
             used = group_cpu_s(gw.proc.pid) - cpu_before
             result["gateway_logged_replies"] = settled_logged_replies(gw.db_url) - logged_before
             result["cpu_ms_per_reply"] = round(1000 * used / result["replies"], 3) if result.get("replies") else None
+            # where the parent placed the binds (the last hand-over's counts; none with one worker)
+            placed = re.findall(r"to worker \d+ \(SMPP connections per worker: ([^)]*)\)", gw.log_text())
+            result["smpp_placement"] = placed[-1] if placed else None
             return result
         finally:
             gw.stop()
@@ -79,7 +83,8 @@ def summarise(results: dict, population: int) -> dict:
                 "cpu_ms_per_reply": r.get("cpu_ms_per_reply"),
                 "replies": r["replies"], "gateway_logged_replies": r["gateway_logged_replies"],
                 "count_matches_log": r["replies"] == r["gateway_logged_replies"],
-                "refused": sum(r["acked_err"].values()) if r.get("acked_err") else 0}
+                "refused": sum(r["acked_err"].values()) if r.get("acked_err") else 0,
+                "smpp_placement": r.get("smpp_placement")}
 
     one, two = row("sqlite_1"), row("sqlite_2")
     scale = round(two["round_trips_per_s"] / one["round_trips_per_s"], 2) if one["round_trips_per_s"] else None

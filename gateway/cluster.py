@@ -3,9 +3,16 @@
 The parent prepares the database (migrations, fixtures, demo population), reserves every
 listening port (a socket bound with SO_REUSEPORT, so a port of 0 is chosen once for the whole
 group), starts the workers and runs the coordinator (``gateway.cluster_protocol``) on a Unix
-socket only its user can open. Each worker binds its own SO_REUSEPORT sockets on those ports:
-the kernel spreads TCP connections (SMPP, HTTP, SMTP) over the workers and keeps each UDP peer
-(a SIP caller's address and port) on one worker, so a call's dialog stays where it began.
+socket only its user can open. Each worker binds its own SO_REUSEPORT sockets on the HTTP,
+SMTP and SIP ports: the kernel spreads those TCP connections over the workers and keeps each
+UDP peer (a SIP caller's address and port) on one worker, so a call's dialog stays where it began.
+
+The SMPP port is the parent's alone: SMPP sessions are few and long-lived, and the kernel's
+random placement of four binds on two workers is often 3/1 or 4/0. The parent accepts each
+connection and passes its file descriptor over the worker's Unix socket (SCM_RIGHTS) to the
+ready worker holding the fewest SMPP connections (ties in turn); the worker adopts it as if it
+had accepted it, and says when it ends. With no worker ready (all restarting) a connection
+waits a few seconds for one, then is closed.
 
 - one ready line (the chosen ports) once every worker serves;
 - SIGTERM/SIGINT stop every worker, then the parent; SIGHUP reloads the fixtures once (in the
@@ -17,6 +24,7 @@ the kernel spreads TCP connections (SMPP, HTTP, SMTP) over the workers and keeps
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -28,11 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, error, protocol, threads
+from twisted.internet.interfaces import IFileDescriptorReceiver, IReadDescriptor
 from twisted.logger import Logger
+from zope.interface import implementer
 
-from gateway.app import shared_socket
-from gateway.cluster_protocol import ClusterProtocolError, Coordinator, LineCodec, WorkerLink
-from gateway.smpp_server import AccountGuard
+from gateway.app import LISTEN_BACKLOG, shared_socket
+from gateway.cluster_protocol import HOLD_S, ClusterProtocolError, Coordinator, Handoff, LineCodec, WorkerLink
+from gateway.smpp_server import AccountGuard, SMPPServerFactory, SMPPServerProtocol
 
 log = Logger(namespace="gateway.cluster")
 
@@ -45,6 +55,7 @@ STOP_GRACE_S = 30.0
 
 # --- in a worker ------------------------------------------------------------------------------------
 
+@implementer(IFileDescriptorReceiver)
 class _LinkProtocol(protocol.Protocol):
     def __init__(self, client: ClusterClient):
         self.client = client
@@ -52,6 +63,10 @@ class _LinkProtocol(protocol.Protocol):
     def connectionMade(self) -> None:
         self.client.transport = self.transport
         self.client.flush()
+
+    def fileDescriptorReceived(self, descriptor: int) -> None:
+        """An SMPP connection's descriptor: its ``conn`` line follows (never precedes) it."""
+        self.client.link.fd_received(descriptor)
 
     def dataReceived(self, data: bytes) -> None:
         try:
@@ -76,6 +91,30 @@ class _LinkFactory(protocol.ClientFactory):
         self.client.lost()
 
 
+class _HandedSMPP(SMPPServerProtocol):
+    """An SMPP session on a connection the parent accepted: the same protocol, and the parent is
+    told when it ends (so that its connection counts stay true)."""
+
+    def __init__(self, server: Any, client: ClusterClient):
+        super().__init__(server)
+        self.client = client
+
+    def connectionLost(self, reason: Any = None) -> None:
+        try:
+            super().connectionLost(reason)
+        finally:
+            self.client.link.conn_closed()
+
+
+class _HandedFactory(SMPPServerFactory):
+    def __init__(self, server: Any, client: ClusterClient):
+        super().__init__(server)
+        self.client = client
+
+    def buildProtocol(self, addr: Any) -> _HandedSMPP:
+        return _HandedSMPP(self.server, self.client)
+
+
 class ClusterGuard(AccountGuard):
     """Account rates shared by the group: tokens leased from the parent, spent locally."""
 
@@ -94,9 +133,10 @@ class ClusterClient:
         self.gateway = gateway
         self.reactor = gateway.reactor
         self.socket_path = socket_path
-        self.link = WorkerLink(worker, self._on_event, self.flush)
+        self.link = WorkerLink(worker, self._on_event, self.flush, self._adopt)
         self.transport = None
         self.smpp: Any = None
+        self._smpp_factory: _HandedFactory | None = None
         self._remote_reload = False
         self._wake_call = None
 
@@ -113,6 +153,8 @@ class ClusterClient:
         """Without the parent there is no group: stop this worker."""
         self.transport = None
         self.link.lost()
+        while self.link.fds:  # descriptors whose conn line never came
+            _close_fd(self.link.fds.popleft())
         if self.reactor.running:
             log.warn("lost the group's coordinator: stopping this worker")
             try:
@@ -123,6 +165,8 @@ class ClusterClient:
     def install(self, smpp: Any) -> None:
         """Share the SMPP server's bind counts and rates with the group and wire the events."""
         self.smpp = smpp
+        smpp.accepts = False  # the parent accepts SMPP connections and hands them over (_adopt)
+        self._smpp_factory = _HandedFactory(smpp, self)
         smpp.registry.admission = self
         smpp.guard = ClusterGuard(self.gateway.now, self)
         smpp.pipeline.committed_listeners.append(self._committed)
@@ -132,6 +176,28 @@ class ClusterClient:
 
     def ready(self, ports: dict[str, int]) -> None:
         self.link.ready(ports)
+
+    def _adopt(self, fd: int, peer: str) -> bool:
+        """Serve a connection the parent accepted, exactly as one accepted here; False (and the
+        descriptor closed) when it cannot be."""
+        try:
+            sock = socket.socket(fileno=fd)  # owns fd: the family and type are read from it
+        except OSError as exc:
+            log.warn("handed SMPP connection from {peer} unusable: {why}", peer=peer, why=exc.strerror)
+            _close_fd(fd)
+            return False
+        try:
+            if self.smpp is None or not self.smpp.running:
+                return False
+            sock.setblocking(False)
+            # the reactor wraps its own duplicate of the descriptor; ours is closed below
+            self.reactor.adoptStreamConnection(sock.fileno(), sock.family, self._smpp_factory)
+            return True
+        except Exception:  # noqa: BLE001 - gone already (ENOTCONN), or anything else: refuse it
+            log.failure("could not adopt the SMPP connection from {peer}", peer=peer)
+            return False
+        finally:
+            sock.close()
 
     # --- BindAdmission ---------------------------------------------------------------------------
 
@@ -195,6 +261,9 @@ class _CoordinatorConnection(protocol.Protocol):
             self.group.attach(self.worker, self)
             return
         self.group.dispatch(self.group.coordinator.handle(self.worker, msg))
+        if msg["op"] == "conn_closed":
+            log.info("smpp connection on worker {w} ended (SMPP connections per worker: {counts})",
+                     w=self.worker, counts=_counts(self.group.coordinator.smpp_counts()))
 
     def send(self, msg: dict[str, Any]) -> None:
         self.transport.write(LineCodec.encode(msg))
@@ -210,6 +279,41 @@ class _CoordinatorFactory(protocol.Factory):
 
     def buildProtocol(self, addr: Any) -> _CoordinatorConnection:
         return _CoordinatorConnection(self.group)
+
+
+@implementer(IReadDescriptor)
+class _Acceptor:
+    """The parent's SMPP listening socket: accepts connections for the workers."""
+
+    BATCH = 64  # accepts per readable event
+
+    def __init__(self, sock: socket.socket, accepted: Callable[[socket.socket, str], None]):
+        self.sock = sock
+        self.accepted = accepted
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def logPrefix(self) -> str:
+        return "smpp-acceptor"
+
+    def doRead(self) -> None:
+        for _ in range(self.BATCH):
+            try:
+                conn, addr = self.sock.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
+                    continue
+                log.error("SMPP accept failed: {why}", why=exc.strerror)  # EMFILE and the like: try later
+                return
+            conn.setblocking(False)
+            host, port = addr[0], addr[1]
+            self.accepted(conn, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+    def connectionLost(self, reason: Any) -> None:
+        pass
 
 
 class _WorkerProcess(protocol.ProcessProtocol):
@@ -244,6 +348,9 @@ class WorkerGroup:
         self.socket_path = os.path.join(self.run_dir, "coordinator.sock")
         self._all_ended: defer.Deferred | None = None
         self.listening: Any = None
+        self.acceptor: _Acceptor | None = None
+        self._place_call: Any = None
+        self.coordinator.released_listeners.append(_close)
 
     # --- start ------------------------------------------------------------------------------------
 
@@ -294,7 +401,8 @@ class WorkerGroup:
     def detach(self, worker: int, link: _CoordinatorConnection) -> None:
         if self.links.get(worker) is link:  # not a restarted worker's new link
             del self.links[worker]
-            self.coordinator.disconnected(worker)
+            for handle in self.coordinator.disconnected(worker):  # handed, never confirmed
+                _close(handle)
 
     def dispatch(self, outgoing: list[tuple[int, dict[str, Any]]]) -> None:
         for worker, msg in outgoing:
@@ -305,8 +413,41 @@ class WorkerGroup:
     def broadcast(self, event: dict[str, Any]) -> None:
         self.dispatch(self.coordinator.broadcast(event))
 
+    # --- SMPP connections -----------------------------------------------------------------------------
+
+    def accept_smpp(self) -> None:
+        """Listen on the SMPP port (ours alone: no worker binds it) and hand connections out."""
+        sock = self.reserved.pop("smpp")
+        sock.listen(LISTEN_BACKLOG)
+        self.acceptor = _Acceptor(sock, self._smpp_accepted)
+        self.reactor.addReader(self.acceptor)
+
+    def _smpp_accepted(self, conn: socket.socket, peer: str) -> None:
+        self._hand_out(self.coordinator.accept(conn, peer))
+
+    def _place(self) -> None:
+        self._place_call = None
+        self._hand_out(self.coordinator.place())
+
+    def _hand_out(self, placed: tuple[list[Handoff], list[Any]]) -> None:
+        handoffs, close = placed
+        for handoff in handoffs:
+            link = self.links[handoff.worker]  # the coordinator places only on connected workers
+            link.transport.sendFileDescriptor(handoff.handle.fileno())
+            link.send(handoff.msg)  # carries the descriptor: it is sent with the line's bytes
+            log.info("smpp connection from {peer} to worker {w} (SMPP connections per worker: {counts})",
+                     peer=handoff.msg["peer"], w=handoff.worker, counts=_counts(self.coordinator.smpp_counts()))
+        for handle in close:
+            log.warn("smpp connection from {peer} closed: no worker took it within {s} s",
+                     peer=_peer_of(handle), s=HOLD_S)
+            _close(handle)
+        if self.coordinator.held and self._place_call is None and not self.stopping:
+            self._place_call = self.reactor.callLater(0.5, self._place)
+
     def _worker_ready(self, worker: int, ports: dict[str, int]) -> None:
         self.ready.add(worker)
+        if self.acceptor is not None:
+            self._hand_out(self.coordinator.place())  # connections held while no worker was ready
         if self.announced:
             log.info("worker {w} serving again", w=worker)
             return
@@ -317,6 +458,7 @@ class WorkerGroup:
         sip = self.reserved.pop("sip", None)
         if sip is not None:
             sip.close()
+        self.accept_smpp()
         from gateway.service import announce_ready
 
         log.info("{n} workers serving", n=self.count)
@@ -353,6 +495,7 @@ class WorkerGroup:
         for sock in self.reserved.values():
             sock.close()
         self.reserved.clear()
+        self._stop_accepting()
         if not self.procs:
             return self._cleanup()
         self._all_ended = defer.Deferred()
@@ -367,6 +510,17 @@ class WorkerGroup:
 
         return self._all_ended.addCallback(ended)
 
+    def _stop_accepting(self) -> None:
+        if self.acceptor is not None:
+            self.reactor.removeReader(self.acceptor)
+            self.acceptor.sock.close()
+            self.acceptor = None
+        if self._place_call is not None and self._place_call.active():
+            self._place_call.cancel()
+        self._place_call = None
+        while self.coordinator.held:
+            _close(self.coordinator.held.popleft()[1])
+
     def _kill_all(self) -> None:
         for proc in list(self.procs.values()):
             log.warn("worker pid {pid} did not stop within {s} s: killing it", pid=proc.pid, s=STOP_GRACE_S)
@@ -375,6 +529,33 @@ class WorkerGroup:
     def _cleanup(self) -> defer.Deferred:
         stopped = defer.maybeDeferred(self.listening.stopListening) if self.listening else defer.succeed(None)
         return stopped.addBoth(lambda _: shutil.rmtree(self.run_dir, ignore_errors=True))
+
+
+def _close(handle: socket.socket) -> None:
+    """Close the parent's copy of an accepted connection (no shutdown: a worker may hold it)."""
+    try:
+        handle.close()
+    except OSError:
+        pass
+
+
+def _close_fd(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _peer_of(handle: socket.socket) -> str:
+    try:
+        host, port = handle.getpeername()[:2]
+    except OSError:
+        return "?"
+    return f"{host}:{port}"
+
+
+def _counts(counts: dict[int, int]) -> str:
+    return " ".join(f"w{w}={n}" for w, n in counts.items()) or "no worker ready"
 
 
 def _signal(proc: Any, name: str) -> None:

@@ -9,7 +9,11 @@ pure state machines (no sockets, no Twisted, time from an injected clock):
   (``tokens``) and spend them locally, so a submit_sm never waits for the parent;
 - events: ``publish`` sends an event to every other worker (outbox rows due, a subscriber
   changed, fixtures reloaded); the parent itself can send events to all;
-- ``ready``: a worker serves; the parent prints the group's one ready line once all have.
+- ``ready``: a worker serves; the parent prints the group's one ready line once all have;
+- SMPP connections: the parent accepts them and hands each (its file descriptor, then a ``conn``
+  line) to the ready worker holding the fewest (ties in turn); the worker answers ``conn_taken``
+  once it adopted it (or could not) and ``conn_closed`` when one ends, so the counts stay true.
+  With no ready worker a connection is held (at most :data:`MAX_HELD`, :data:`HOLD_S` seconds).
 
 Wire format: one JSON object per line, UTF-8, at most :data:`MAX_LINE` bytes.
 """
@@ -17,17 +21,19 @@ Wire format: one JSON object per line, UTF-8, at most :data:`MAX_LINE` bytes.
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.smpp.ratelimit import TokenBucket
 
-__all__ = ["MAX_LINE", "ClusterProtocolError", "Coordinator", "LeasedBucket", "LineCodec", "WorkerLink",
-           "burst_of", "chunk_of"]
+__all__ = ["HOLD_S", "MAX_HELD", "MAX_LINE", "ClusterProtocolError", "Coordinator", "Handoff", "LeasedBucket",
+           "LineCodec", "WorkerLink", "burst_of", "chunk_of"]
 
 MAX_LINE = 65536
+HOLD_S = 5.0  # an SMPP connection accepted while no worker is ready waits this long for one...
+MAX_HELD = 128  # ...and at most this many wait; more are closed at once
 
 
 def burst_of(rate: float) -> float:
@@ -89,23 +95,104 @@ Outgoing = list[tuple[int, dict[str, Any]]]  # (worker, message)
 class _Worker:
     binds: Counter = field(default_factory=Counter)
     ports: dict[str, int] | None = None
+    smpp: int = 0  # SMPP connections handed to it and not yet closed
+    in_transit: set[int] = field(default_factory=set)  # handed, not yet confirmed (conn_taken)
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """Send ``handle``'s file descriptor, then ``msg``, to ``worker``."""
+
+    worker: int
+    handle: Any
+    msg: dict[str, Any]
 
 
 class Coordinator:
-    """Bind counts, token buckets and event fan-out for one worker group."""
+    """Bind counts, token buckets, event fan-out and SMPP connection placement for one worker group."""
 
     def __init__(self, now: Callable[[], float]):
         self.now = now
         self.workers: dict[int, _Worker] = {}
         self.buckets: dict[str, TokenBucket] = {}
         self.ready_listeners: list[Callable[[int, dict[str, int]], None]] = []
+        # a handed connection's handle once its worker answered conn_taken: the parent closes its copy
+        self.released_listeners: list[Callable[[Any], None]] = []
+        self.held: deque[tuple[float, Any, str]] = deque()  # (accepted at, handle, peer)
+        self.handles: dict[int, tuple[int, Any]] = {}  # conn id -> (worker, handle) until conn_taken
+        self._conn_ids = 0
+        self._last_pick = -1
 
     def connected(self, worker: int) -> None:
         self.workers[worker] = _Worker()
 
-    def disconnected(self, worker: int) -> None:
-        """A worker went away (exit or crash): its binds are gone with it."""
-        self.workers.pop(worker, None)
+    def disconnected(self, worker: int) -> list[Any]:
+        """A worker went away (exit or crash): its binds and connections are gone with it. Returns the
+        handles of the connections handed to it and not confirmed, for the caller to close."""
+        gone = self.workers.pop(worker, None)
+        if gone is None:
+            return []
+        return [self.handles.pop(cid)[1] for cid in sorted(gone.in_transit) if cid in self.handles]
+
+    # --- SMPP connections ---------------------------------------------------------------------------
+
+    def smpp_counts(self) -> dict[int, int]:
+        """SMPP connections per ready worker (what placement compares)."""
+        return {w: state.smpp for w, state in sorted(self.workers.items()) if state.ports is not None}
+
+    def accept(self, handle: Any, peer: str) -> tuple[list[Handoff], list[Any]]:
+        """A connection accepted on the SMPP port: where it goes (or held), and what to close now."""
+        self.held.append((self.now(), handle, peer))
+        return self.place()
+
+    def place(self) -> tuple[list[Handoff], list[Any]]:
+        """Hand the held connections to ready workers, fewest connections first (ties: in turn after
+        the last one picked); close those held too long or beyond :data:`MAX_HELD`."""
+        handoffs: list[Handoff] = []
+        while self.held:
+            worker = self._pick()
+            if worker is None:
+                break
+            _at, handle, peer = self.held.popleft()
+            self._conn_ids += 1
+            state = self.workers[worker]
+            state.smpp += 1
+            state.in_transit.add(self._conn_ids)
+            self.handles[self._conn_ids] = (worker, handle)
+            handoffs.append(Handoff(worker, handle, {"op": "conn", "id": self._conn_ids, "peer": peer}))
+        close: list[Any] = []
+        while self.held and (len(self.held) > MAX_HELD or self.now() - self.held[0][0] >= HOLD_S):
+            close.append(self.held.popleft()[1])
+        return handoffs, close
+
+    def _pick(self) -> int | None:
+        ready = [w for w, state in self.workers.items() if state.ports is not None]
+        if not ready:
+            return None
+        fewest = min(self.workers[w].smpp for w in ready)
+        tied = sorted(w for w in ready if self.workers[w].smpp == fewest)
+        worker = next((w for w in tied if w > self._last_pick), tied[0])
+        self._last_pick = worker
+        return worker
+
+    def _conn_taken(self, worker: int, msg: dict[str, Any]) -> Outgoing:
+        """The worker adopted connection ``id`` (``ok``) or could not (it is closed: not counted)."""
+        cid, ok = int(msg["id"]), bool(msg["ok"])
+        state = self.workers[worker]
+        if cid not in state.in_transit:
+            return []
+        state.in_transit.discard(cid)
+        if not ok:
+            state.smpp = max(0, state.smpp - 1)
+        _worker, handle = self.handles.pop(cid)
+        for listener in self.released_listeners:
+            listener(handle)
+        return []
+
+    def _conn_closed(self, worker: int, msg: dict[str, Any]) -> Outgoing:
+        state = self.workers[worker]
+        state.smpp = max(0, state.smpp - 1)
+        return []
 
     def binds(self, account: str) -> int:
         return sum(w.binds[account] for w in self.workers.values())
@@ -162,6 +249,7 @@ class Coordinator:
 _HANDLERS: dict[str, Callable[[Coordinator, int, dict[str, Any]], Outgoing]] = {
     "bind": Coordinator._bind, "unbind": Coordinator._unbind, "tokens": Coordinator._tokens,
     "publish": Coordinator._publish, "ready": Coordinator._ready,
+    "conn_taken": Coordinator._conn_taken, "conn_closed": Coordinator._conn_closed,
 }
 
 
@@ -210,10 +298,14 @@ class WorkerLink:
     """A worker's end of the protocol: requests with answers by callback, events to a handler."""
 
     def __init__(self, worker: int, on_event: Callable[[dict[str, Any]], None],
-                 on_output: Callable[[], None] = lambda: None):
+                 on_output: Callable[[], None] = lambda: None,
+                 on_conn: Callable[[int, str], bool] | None = None):
         self.worker = worker
         self.on_event = on_event
         self.on_output = on_output  # called when there are bytes to send
+        # adopts a handed SMPP connection (its file descriptor, the peer): True once it serves it
+        self.on_conn = on_conn
+        self.fds: deque[int] = deque()  # received, not yet claimed by a conn line (they arrive first)
         self.codec = LineCodec()
         self._out = bytearray(LineCodec.encode({"op": "hello", "worker": worker}))
         self._ids = 0
@@ -249,6 +341,13 @@ class WorkerLink:
     def ready(self, ports: dict[str, int]) -> None:
         self._send({"op": "ready", "ports": ports})
 
+    def fd_received(self, fd: int) -> None:
+        self.fds.append(fd)
+
+    def conn_closed(self) -> None:
+        """An SMPP connection the parent handed here has ended."""
+        self._send({"op": "conn_closed"})
+
     def receive_data(self, data: bytes) -> None:
         """Answers and events from the parent; junk raises :class:`ClusterProtocolError`."""
         for msg in self.codec.receive(data):
@@ -269,6 +368,11 @@ class WorkerLink:
                 bucket.granted(int(msg["granted"]), int(msg["want"]))
         elif op == "event":
             self.on_event(dict(msg["event"]))
+        elif op == "conn":
+            cid, peer = int(msg["id"]), str(msg["peer"])
+            fd = self.fds.popleft() if self.fds else None
+            ok = fd is not None and self.on_conn is not None and self.on_conn(fd, peer)
+            self._send({"op": "conn_taken", "id": cid, "ok": ok})
 
     def lost(self) -> None:
         """The parent is gone: pending bind requests are refused."""

@@ -462,6 +462,7 @@ class SMPPServerService(service.Service):
         self.gateway = gateway
         self.host, self.port = host, port
         self.listening = None
+        self.accepts = True  # False in a worker of a group: the parent accepts and hands connections over
         self.connections: set[SMPPServerProtocol] = set()
         self.registry = BindRegistry()
         self.guard = AccountGuard(gateway.now)
@@ -485,13 +486,14 @@ class SMPPServerService(service.Service):
         self._expiry = None
 
     def port_number(self) -> int:
-        return self.listening.getHost().port
+        return self.listening.getHost().port if self.listening is not None else self.port
 
     def startService(self) -> None:
         super().startService()
 
         self._restore_parts()
-        self.listening = self.gateway.listen_tcp(self.port, SMPPServerFactory(self), self.host)
+        if self.accepts:
+            self.listening = self.gateway.listen_tcp(self.port, SMPPServerFactory(self), self.host)
         profiling.install_from_env(self.gateway.reactor)
         self._reclaim_leases()
         self.deliverer.start()

@@ -26,7 +26,9 @@ KNOBS: dict[str, Knob] = {
     "smpp.enquire_link": Knob(float, 30.0, "idle seconds before the gateway pings the peer", 0.01, 3600),
     "smpp.inactivity": Knob(float, 300.0, "seconds without any PDU before the session is closed", 0.01, 86400),
     "smpp.response": Knob(float, 30.0, "seconds to wait for a response PDU", 0.01, 3600),
-    "smpp.window": Knob(int, 10, "outstanding requests per session (outbound window)", 1, 1000),
+    "smpp.window": Knob(int, 60, "outstanding requests the gateway sends an ESME session (deliver_sm: a 3-part "
+                               "reply takes 3; 60 keeps 20 replies in flight per bind)", 1, 1000),
+    "smpp.upstream_window": Knob(int, 10, "outstanding submit_sm per session to an upstream SMSC", 1, 1000),
     "smpp.max_reply_delay_ms": Knob(float, 100.0, "while accepted replies have waited this long, a submit_sm to a "
                                     "service number is refused at once (ESME_RMSGQFUL)", 1, 600000),
     "smpp.ack_after_reply": Knob(bool, True, "a submit_sm to a service number is acknowledged when its reply is "

@@ -318,7 +318,7 @@ class UpstreamClient(service.Service):
         settings = gateway.settings
         self.timers = Timers(session_init=settings["smpp.session_init"], enquire_link=settings["smpp.enquire_link"],
                              inactivity=settings["smpp.inactivity"], response=settings["smpp.response"])
-        self.window = window or settings["smpp.window"]
+        self.window = window or settings["smpp.upstream_window"]
         self.bucket = TokenBucket(rate=rate or settings["outbox.rate"], burst=max(10.0, (rate or 100) / 10),
                                   now=self.reactor.seconds)
         self.owner = owner or f"upstream-{id(self):x}"

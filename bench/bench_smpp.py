@@ -33,6 +33,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -43,11 +45,13 @@ from bench.common import (
     BENCH_ACCOUNT,
     OUT,
     NullSMSC,
+    Sampler,
     bench_fixtures,
     group_cpu_s,
-    hwm_mb,
+    group_hwm_mb,
+    group_rss_mb,
     logged_replies,
-    rss_mb,
+    py_spy,
     run_load,
     settled_logged_replies,
     write_result,
@@ -56,7 +60,8 @@ from bench.plot import bar_chart_svg
 from offers.population import FIRST
 
 PROFILE_TOP = 15
-PROFILE_COUNT = 5000  # "200"s of the profiled run (cProfile slows the gateway several times)
+PROFILE_COUNT = 5000
+PROFILE_SECONDS = 10.0  # "200"s of the profiled run (cProfile slows the gateway several times)
 OVERLOAD_SECONDS = 12.0
 PACED_SECONDS = 12.0
 
@@ -80,6 +85,12 @@ class Target:
     def submits(self, count: int) -> dict:
         return run_load(self.gw.ports["smpp"], count=count, duration=self.duration, dest="13900000000",
                         expect_replies=False, system_id=self.sid, password=self.pw)
+
+    def sample(self, capacity: float, path: Path) -> str:
+        """py-spy over every process of the gateway during a steady run of about PROFILE_SECONDS."""
+        sampler = Sampler(self.gw.proc.pid, PROFILE_SECONDS, path)
+        self.round_trips(max(1000, int(capacity * (PROFILE_SECONDS + 2))))
+        return sampler.wait()
 
     def profile(self, count: int, path: Path) -> str:
         self.gw.proc.send_signal(signal.SIGUSR1)
@@ -123,14 +134,23 @@ def measure(args: argparse.Namespace) -> dict:
         workdir = Path(tmp)
         db_url = database_copy(workdir, args.population, args.active)
         profile_path = workdir / "gateway.prof"
+        sampling = args.profile and py_spy() is not None
+        if args.profile and not sampling and args.workers != 1:
+            raise SystemExit("--profile without py-spy (pip install py-spy) profiles one process: add --workers 1")
         gw = start_gateway(workdir, "--fixtures", str(bench_fixtures(workdir)), "--population",
-                           str(args.population), "--log-format", "json", db_url=db_url,
-                           env={"GATEWAY_PROFILE": str(profile_path)} if args.profile else None)
+                           str(args.population), "--log-format", "json", db_url=db_url, workers=args.workers,
+                           env={"GATEWAY_PROFILE": str(profile_path)} if args.profile and not sampling else None)
         try:
             target = Target(gw, args.active, args.duration)
             results.update(drive(target, args))
-            results["rss_mb"] = {"after": round(rss_mb(gw.proc.pid), 1), "peak": round(hwm_mb(gw.proc.pid), 1)}
-            if args.profile:
+            results["rss_mb"] = {"after": round(group_rss_mb(gw.proc.pid), 1),
+                                 "peak": round(group_hwm_mb(gw.proc.pid), 1)}
+            if sampling:
+                samples = workdir / "samples.txt"
+                results["profile"] = target.sample(results["gateway_round_trip"]["reply_tps"] or 100.0, samples)
+                OUT.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(samples, OUT / "smpp_hot_path_samples.txt")  # collapsed stacks: flame-graph input
+            elif args.profile:
                 results["profile"] = target.profile(min(args.count, PROFILE_COUNT), profile_path)
         finally:
             gw.stop()
@@ -139,8 +159,9 @@ def measure(args: argparse.Namespace) -> dict:
 
 def drive(target: Target, args: argparse.Namespace) -> dict:
     out: dict = {}
-    print("bench: '200' at full speed, first contact of each subscriber (cold) ...", file=sys.stderr, flush=True)
-    out["cold"] = target.round_trips(args.count)
+    print(f"bench: '200' at full speed, first contact of each of the {args.active:,} active subscribers (cold) ...",
+          file=sys.stderr, flush=True)
+    out["cold"] = target.round_trips(args.active)
     print("bench: '200' at full speed, the same subscribers again (steady state) ...", file=sys.stderr, flush=True)
     out["gateway_round_trip"] = full = target.round_trips(args.count)
     capacity = full["reply_tps"] or 100.0
@@ -167,7 +188,7 @@ def summarise(results: dict, args: argparse.Namespace) -> dict:
     rt, null_rt = results["gateway_round_trip"], results["null_round_trip"]
     sub, null_sub = results["gateway_submit"], results["null_submit"]
     return {
-        "population": args.population, "active": args.active,
+        "population": args.population, "active": args.active, "workers": args.workers,
         "round_trips_per_s": rt["reply_tps"], "round_trip_p50_ms": rt["reply_p50_ms"],
         "round_trip_p95_ms": rt["reply_p95_ms"], "round_trip_p99_ms": rt["reply_p99_ms"],
         "null_round_trips_per_s": null_rt["reply_tps"],
@@ -186,8 +207,9 @@ def print_table(summary: dict, profile: str | None) -> None:
     from rich.table import Table
 
     console = Console(file=sys.stderr, width=140)
-    table = Table(title=f"SMPP benchmark (population {summary['population']:,}, load over "
-                        f"{summary['active']:,}; null SMSC '200' ceiling {summary['null_round_trips_per_s']}/s)")
+    table = Table(title=f"SMPP benchmark ({summary['workers']} worker(s), population {summary['population']:,}, "
+                        f"load over {summary['active']:,}; null SMSC '200' ceiling "
+                        f"{summary['null_round_trips_per_s']}/s)")
     for column in ("run", "offered/s", "replies/s", "p50 / p95 / p99 ms", "acked", "refused", "missing",
                    "parts/reply", "client = gateway log", "CPU ms/reply"):
         table.add_column(column, justify="right")
@@ -201,7 +223,7 @@ def print_table(summary: dict, profile: str | None) -> None:
     console.print(f"accepted submit_sm/s: {summary['submit_per_s']} (null SMSC {summary['null_submit_per_s']}); "
                   f"RSS MB after/peak: {summary['rss_mb']['after']}/{summary['rss_mb']['peak']}")
     if profile:
-        console.print(f"gateway hot path, top {PROFILE_TOP} functions by own time (cProfile):")
+        console.print(f"gateway hot path, top {PROFILE_TOP} functions:")
         console.print(profile, markup=False, highlight=False)
 
 
@@ -211,14 +233,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=120.0, help="time limit of each load run (s)")
     parser.add_argument("--population", type=int, default=1_000_000, help="subscribers in the database")
     parser.add_argument("--active", type=int, default=100_000, help="subscribers the load is spread over")
-    parser.add_argument("--profile", action="store_true", help="profile one more run inside the gateway")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample one more steady run with py-spy (every worker) and print the top functions")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="gateway worker processes (default: one per core, as `serve` ships)")
     args = parser.parse_args(argv)
     if not 1 <= args.active <= args.population:
         parser.error("--active must be between 1 and --population")
     results = measure(args)
     summary = summarise(results, args)
     print_table(summary, results.get("profile"))
-    name = f"smpp_pop{args.population}"
+    name = f"smpp_pop{args.population}_w{args.workers}"
     write_result(name, {"summary": summary, "raw": results})
     svg = bar_chart_svg("SMPP throughput (msg/s): gateway vs null SMSC", [
         ("200 round trips", summary["round_trips_per_s"] or 0, summary["null_round_trips_per_s"] or 0),

@@ -160,19 +160,95 @@ def settled_logged_replies(db_url: str, quiet_s: float = 2.0, limit_s: float = 1
     return last
 
 
+def group_pids(pid: int) -> list[int]:
+    """A gateway process and its children (the workers of a group)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if int(proc.name) == pid or ppid == pid:
+            found.append(int(proc.name))
+    return found
+
+
 def group_cpu_s(pid: int) -> float:
     """CPU seconds used so far by a gateway process and its children (a group's workers).
 
     On a shared machine the wall-clock figures depend on what else runs; CPU per reply does not,
     so it shows whether a second worker adds work per message or only needs a free core."""
     total = 0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for member in group_pids(pid):
         try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(proc.name) == pid or int(fields[1]) == pid:
-            total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def group_rss_mb(pid: int) -> float:
+    """Resident memory of a gateway and its workers (MB)."""
+    return sum(rss_mb(member) for member in group_pids(pid))
+
+
+def group_hwm_mb(pid: int) -> float:
+    """Peak resident memory of a gateway and its workers, each at its own peak (MB)."""
+    return sum(hwm_mb(member) for member in group_pids(pid))
+
+
+def py_spy() -> str | None:
+    """The py-spy sampling profiler of this environment (test extras), or None."""
+    found = Path(sys.executable).parent / "py-spy"
+    return str(found) if found.exists() else shutil.which("py-spy")
+
+
+class Sampler:
+    """py-spy sampling a process and its children (every worker of a group) for ``seconds``: unlike
+    cProfile it does not slow the gateway down, so the shares it prints are those of the real run."""
+
+    def __init__(self, pid: int, seconds: float, path: Path, rate: int = 250):
+        self.path = path
+        self.proc = subprocess.Popen([py_spy() or "py-spy", "record", "--pid", str(pid), "--subprocesses",
+                                      "--rate", str(rate), "--duration", str(max(1, int(seconds))),
+                                      "--format", "raw", "--output", str(path), "--nonblocking"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def wait(self, timeout: float = 120.0) -> str:
+        _, err = self.proc.communicate(timeout=timeout)
+        if not self.path.exists():
+            raise RuntimeError(f"py-spy wrote no samples: {err[-500:]}")
+        return top_samples(self.path)
+
+
+def top_samples(path: Path, n: int = 15) -> str:
+    """The top functions of py-spy's raw (collapsed) stacks: own share and inclusive share of samples."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [f for f in stack.split(";") if not f.startswith("process ")]
+        if not frames:
+            continue
+        total += int(count)
+        own[frames[-1]] = own.get(frames[-1], 0) + int(count)
+        for frame in set(frames):
+            incl[frame] = incl.get(frame, 0) + int(count)
+    if not total:
+        return "(no samples)"
+
+    def table(counts: dict[str, int], skip: tuple[str, ...] = ()) -> list[str]:
+        rows = [(c, f) for f, c in counts.items() if not f.startswith(skip)]
+        return [f"{100 * c / total:5.1f}%  {f}" for c, f in sorted(rows, reverse=True)[:n]]
+
+    # inclusive shares without the frames every sample has (the reactor loop, the CLI)
+    common = ("<module>", "main ", "cmd_serve", "serve ", "ReactorBase.", "_PollLikeMixin", "callWithLogger",
+              "callWithContext", "ContextTracker", "ThreadedContextTracker", "EPollReactor.doPoll", "run_worker")
+    return "\n".join([f"{total} samples; own time:", *table(own), "inclusive (what the time was spent doing):",
+                      *table(incl, common)])

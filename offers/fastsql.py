@@ -44,9 +44,11 @@ def rows(session: Session, statement: str, params: tuple) -> tuple[list[str], li
     return names, cur.fetchall()
 
 
-def execute(session: Session, statement: str, params: tuple) -> None:
+def execute(session: Session, statement: str, params: tuple) -> int:
+    """Run one statement; returns the rows it changed (DBAPI rowcount)."""
     cur, style = _cursor(session)
     cur.execute(_sql(statement, style), params)
+    return cur.rowcount
 
 
 def subscriber_inputs(session: Session, msisdn: str, since: float) -> tuple[dict[str, Any] | None, set[str],

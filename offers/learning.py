@@ -63,8 +63,22 @@ class LearnedArm(Base):
     updated_at: Mapped[float] = mapped_column(Float)
 
 
+class LearnedCount(Base):
+    """Evidence of one offer x segment in one hour (by the exposure's time): the fold adds each new
+    interval's events here, and ``learned_arms`` is the sum of the hours in the window."""
+
+    __tablename__ = "learned_counts"
+
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)  # hours since the epoch
+    offer_code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    segment: Mapped[str] = mapped_column(String(40), primary_key=True)
+    exposures: Mapped[int] = mapped_column(Integer, default=0)
+    conversions: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class LearningControl(Base):
-    """Ops' switches (one row, id 1): frozen state, the time of the last reset."""
+    """Ops' switches (one row, id 1): frozen state, the time of the last reset, and how far the
+    events are folded into ``learned_counts``."""
 
     __tablename__ = "learning_control"
 
@@ -73,6 +87,7 @@ class LearningControl(Base):
     reset_at: Mapped[float] = mapped_column(Float, default=0.0)
     changed_at: Mapped[float] = mapped_column(Float, default=0.0)
     changed_by: Mapped[str] = mapped_column(String(64), default="")
+    folded_until: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
 # --- the pure parts, shared by the gateway and the market simulator --------------------------------
@@ -235,27 +250,61 @@ def control(session: Session) -> LearningControl:
     return row
 
 
-_FOLD = ("SELECT e.offer_code, e.segment, COUNT(*), COUNT(c.exposure_id) FROM exposures e "
-         "LEFT JOIN (SELECT DISTINCT exposure_id FROM outcomes WHERE kind = 'confirmed' AND at >= ?) c "
-         "ON c.exposure_id = e.id WHERE e.context = 'shelf' AND e.at >= ? AND e.segment IS NOT NULL "
-         "GROUP BY e.offer_code, e.segment")
-_UPSERT = ("INSERT INTO learned_arms (offer_code, segment, exposures, conversions, updated_at) "
-           "VALUES (?, ?, ?, ?, ?) ON CONFLICT (offer_code, segment) DO UPDATE SET "
-           "exposures = excluded.exposures, conversions = excluded.conversions, updated_at = excluded.updated_at")
+BUCKET_S = 3600  # learned_counts granularity: the window's edge moves by the hour
+FOLD_LAG_S = 5.0  # events are folded once they are this old (a batch commits well within it)
+_NEW_EXPOSURES = ("SELECT CAST(at / 3600 AS INTEGER), offer_code, segment, COUNT(*) FROM exposures "
+                  "WHERE context = 'shelf' AND segment IS NOT NULL AND at >= ? AND at < ? GROUP BY 1, 2, 3")
+# a conversion counts once per exposure (its first confirmation), in the hour of the exposure it converts
+_NEW_CONVERSIONS = ("SELECT CAST(e.at / 3600 AS INTEGER), e.offer_code, e.segment, COUNT(DISTINCT e.id) "
+                    "FROM outcomes o JOIN exposures e ON e.id = o.exposure_id "
+                    "WHERE o.kind = 'confirmed' AND o.at >= ? AND o.at < ? AND e.context = 'shelf' "
+                    "AND e.segment IS NOT NULL AND e.at >= ? AND NOT EXISTS (SELECT 1 FROM outcomes p "
+                    "WHERE p.exposure_id = o.exposure_id AND p.kind = 'confirmed' AND p.at < ?) GROUP BY 1, 2, 3")
+_ADD = ("INSERT INTO learned_counts (bucket, offer_code, segment, exposures, conversions) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (bucket, offer_code, segment) DO UPDATE SET "
+        "exposures = learned_counts.exposures + excluded.exposures, "
+        "conversions = learned_counts.conversions + excluded.conversions")
+_SUM = ("INSERT INTO learned_arms (offer_code, segment, exposures, conversions, updated_at) "
+        "SELECT offer_code, segment, SUM(exposures), SUM(conversions), ? FROM learned_counts WHERE bucket >= ? "
+        "GROUP BY offer_code, segment")
+
+
+def _lock_control(session: Session) -> LearningControl:
+    """The control row, locked for this transaction (one fold at a time across processes; on SQLite the
+    write lock is taken first, so the fold never has to upgrade a read)."""
+    session.flush()  # a switch ops set earlier in this transaction must not be refreshed away
+    touch = "UPDATE learning_control SET changed_at = changed_at WHERE id = 1"
+    if not fastsql.execute(session, touch, ()):
+        control(session)  # the first fold ever: create the row
+        fastsql.execute(session, touch, ())
+    ctl = session.get(LearningControl, 1)
+    session.refresh(ctl)
+    return ctl
 
 
 def fold(session: Session, now: float, settings: Mapping[str, Any] | None) -> int:
-    """Recount the evidence from the events into ``learned_arms`` (idempotent: every process may run
-    it); nothing changes while ops have frozen learning. Returns the arms written."""
-    ctl = control(session)
+    """Add the events since the last fold to ``learned_counts`` and sum the window into
+    ``learned_arms``: the work is that of the new events, not of the whole window. Nothing changes while
+    ops have frozen learning (the events wait and are folded after). Returns the arms written."""
+    ctl = _lock_control(session)
     if ctl.frozen:
         return 0
     since = max(ctl.reset_at, now - knob(settings, "learning.window_days") * DAY)
-    _, rows = fastsql.rows(session, _FOLD, (since, since))
-    for code, seg, n, wins in rows:
-        fastsql.execute(session, _UPSERT, (code, seg, int(n), int(wins), now))
-    session.execute(delete(LearnedArm).where(LearnedArm.updated_at < now))
-    return len(rows)
+    lo, hi = max(ctl.folded_until, since), now - FOLD_LAG_S
+    if hi > lo:
+        added: dict[tuple[int, str, str], list[int]] = {}
+        for bucket, code, seg, n in fastsql.rows(session, _NEW_EXPOSURES, (lo, hi))[1]:
+            added.setdefault((int(bucket), code, seg), [0, 0])[0] += int(n)
+        for bucket, code, seg, n in fastsql.rows(session, _NEW_CONVERSIONS, (lo, hi, since, lo))[1]:
+            added.setdefault((int(bucket), code, seg), [0, 0])[1] += int(n)
+        fastsql.executemany(session, _ADD, [(*key, n, wins) for key, (n, wins) in added.items()])
+        ctl.folded_until = hi
+    first = int(since // BUCKET_S)
+    session.execute(delete(LearnedCount).where(LearnedCount.bucket < first))
+    session.execute(delete(LearnedArm))
+    fastsql.execute(session, _SUM, (now, first))
+    session.flush()
+    return session.scalar(select(func.count()).select_from(LearnedArm)) or 0
 
 
 def load(session: Session, catalog: Any, settings: Mapping[str, Any] | None, now: float,
@@ -276,8 +325,8 @@ def refresh(session: Session, catalog: Any, settings: Mapping[str, Any] | None, 
             version: int = 0) -> LearnedSnapshot:
     """Fold the events (unless frozen, or another process folded them less than half a refresh ago)
     and load the snapshot: one periodic job per process."""
-    last = session.scalar(select(func.max(LearnedArm.updated_at)))
-    if last is None or now - last >= knob(settings, "learning.refresh_s") / 2:
+    ctl = _lock_control(session)
+    if now - ctl.folded_until >= knob(settings, "learning.refresh_s") / 2 + FOLD_LAG_S:
         fold(session, now, settings)
     return load(session, catalog, settings, now, version)
 
@@ -292,7 +341,8 @@ def reset(session: Session, now: float, who: str = "ops") -> dict[str, Any]:
     """Forget the evidence: the posteriors start again from the priors (events stay for the reports)."""
     ctl = control(session)
     dropped = session.execute(delete(LearnedArm)).rowcount
-    ctl.reset_at, ctl.changed_at, ctl.changed_by = now, now, who[:64]
+    session.execute(delete(LearnedCount))
+    ctl.reset_at, ctl.changed_at, ctl.changed_by, ctl.folded_until = now, now, who[:64], now
     return {"reset_at": now, "arms_dropped": dropped, "frozen": ctl.frozen}
 
 

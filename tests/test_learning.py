@@ -9,6 +9,7 @@ import sys
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 
 from core.db import session_factory
 from core.settings import Settings
@@ -232,3 +233,29 @@ def test_rank_of_cached_candidates_is_the_shelf_built_afresh(demo_facts, person,
     cands = candidates(facts, CATALOG, active, refused, NOW)
     assert rank(cands, 5, term) == built.offers
     assert rank(cands, 5, None) == build_shelf(facts, CATALOG, active, refused, NOW, 5, explain=False).offers
+
+
+def test_incremental_fold_equals_a_recount_of_the_window(factory):
+    """Each fold adds only the events since the last one (learned_counts by hour), yet the arms always
+    equal a recount of the whole window straight from the events."""
+    settings_ = Settings({"learning.holdout_share": 0.0, "learning.refresh_s": 10.0})
+    router = Router(demo_catalog, settings_)
+    recount = ("SELECT e.offer_code, e.segment, COUNT(*), COUNT(c.exposure_id) FROM exposures e LEFT JOIN "
+               "(SELECT DISTINCT exposure_id FROM outcomes WHERE kind = 'confirmed') c ON c.exposure_id = e.id "
+               "WHERE e.context = 'shelf' AND e.segment IS NOT NULL AND e.at < :hi GROUP BY 1, 2")
+    people = ["13800000001", "13800000002", "13800000003", "13800000004"]
+    folds = 0
+    for step in range(8):
+        at = NOW + step * 1800.0  # across several hour buckets
+        _shelf_and_order(factory, router, people[step % len(people)], at)
+        with factory() as session, session.begin():
+            learning.refresh(session, CATALOG, settings_, at + 60)
+            folds += 1
+        with factory() as session:
+            want = {(c, s): (n, w) for c, s, n, w in session.execute(text(recount), {"hi": at + 60 - learning.FOLD_LAG_S})}
+            got = {(a.offer_code, a.segment): (a.exposures, a.conversions)
+                   for a in session.query(learning.LearnedArm)}
+            ctl = session.get(learning.LearningControl, 1)
+            assert got == want and ctl.folded_until == at + 60 - learning.FOLD_LAG_S
+            assert session.query(learning.LearnedCount).count() >= len(got)
+    assert folds == 8

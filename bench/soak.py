@@ -17,23 +17,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from bench.common import (
     BENCH_ACCOUNT,
     bench_fixtures,
+    group_rss_mb,
     logged_replies,
-    rss_mb,
     run_load,
     settled_logged_replies,
     write_result,
 )
 from offers.population import FIRST
 from tests.harness import start_gateway
-from tests.raw_esme import RawESME
 
 WINDOW_S = 600.0
 
@@ -49,17 +48,25 @@ def window_seconds(seconds: float) -> float:
     return WINDOW_S if seconds >= 3600 else seconds / 6
 
 
-def soak(rate: float | None, seconds: float, population: int, active: int) -> dict:
+def soak(rate: float | None, seconds: float, population: int, active: int, workers: int) -> dict:
     from bench.population import database_copy
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         gw = start_gateway(workdir, "--fixtures", str(bench_fixtures(workdir)), "--population", str(population),
-                           "--log-format", "json", db_url=database_copy(workdir, population, active))
+                           "--log-format", "json", db_url=database_copy(workdir, population, active), workers=workers)
         try:
+            def full_speed(count: int) -> dict:
+                return run_load(gw.ports["smpp"], count=count, duration=300, message="200",
+                                system_id=BENCH_ACCOUNT[0], password=BENCH_ACCOUNT[1], src_base=FIRST,
+                                subscribers=active)
+
+            # every active subscriber's first "200" (cold) before the clock starts: the first window
+            # must be the steady state the last one is compared with
+            warm = full_speed(active)
+            print(f"soak: {active:,} subscribers warmed at {warm['reply_tps']}/s", file=sys.stderr)
             if rate is None:
-                full = run_load(gw.ports["smpp"], count=5000, duration=120, message="200", system_id=BENCH_ACCOUNT[0],
-                                password=BENCH_ACCOUNT[1], src_base=FIRST, subscribers=active)
+                full = full_speed(20000)
                 rate = max(10.0, round(full["reply_tps"] / 2, 1))
                 print(f"soak: measured maximum {full['reply_tps']}/s, soaking at {rate}/s", file=sys.stderr)
             before = logged_replies(gw.db_url)
@@ -73,61 +80,30 @@ def soak(rate: float | None, seconds: float, population: int, active: int) -> di
 
 
 class Driver:
-    """One TRX bind sending "200" at a fixed rate; latency of each reply at its last part."""
+    """The shared load client (4 binds, window 10, replies counted whole), paced at ``rate``, one run per
+    window: each window's replies, p50/p99 and the group's RSS at its end."""
 
     def __init__(self, gw, rate: float, seconds: float, active: int):
         self.gw, self.rate, self.seconds, self.active = gw, rate, seconds, active
-        self.esme = RawESME("127.0.0.1", gw.ports["smpp"], *BENCH_ACCOUNT, window=100)
-        self.sent_at: dict[int, float] = {}
-        self.pending: dict[str, float] = {}  # MO id -> submit time, once acked
-        self.parts: dict[str, int] = {}  # MO id -> parts still missing
-        self.latencies: list[float] = []
         self.refused = 0
 
     def run(self) -> dict:
         windows: list[dict] = []
         span = window_seconds(self.seconds)
-        start = time.monotonic()
-        next_window = start + span
         sent = 0
-        while time.monotonic() - start < self.seconds:
-            due = int((time.monotonic() - start) * self.rate)
-            while sent < due and self.esme.window_free() > 0:
-                source = str(FIRST + sent % self.active)
-                self.sent_at[self.esme.submit(source, "10086", "200")] = time.monotonic()
-                sent += 1
-            self.esme.pump(0.005)
-            self._collect()
-            if time.monotonic() >= next_window:
-                windows.append({"window": len(windows) + 1, "rss_mb": round(rss_mb(self.gw.proc.pid), 1),
-                                "replies": len(self.latencies), "p50_ms": _pct(self.latencies, 50),
-                                "p99_ms": _pct(self.latencies, 99)})
-                print(json.dumps(windows[-1]), file=sys.stderr, flush=True)
-                self.latencies = []
-                next_window += span
-        self.esme.close()
+        for number in range(1, max(1, round(self.seconds / span)) + 1):
+            count = int(self.rate * span)
+            result = run_load(self.gw.ports["smpp"], count=count, duration=span + 60, message="200",
+                              system_id=BENCH_ACCOUNT[0], password=BENCH_ACCOUNT[1], src_base=FIRST,
+                              subscribers=self.active, rate=self.rate)
+            sent += result.get("sent", count)
+            self.refused += sum(result["acked_err"].values())
+            windows.append({"window": number, "rss_mb": round(group_rss_mb(self.gw.proc.pid), 1),
+                            "replies": result["replies"], "replies_per_s": result["reply_tps"],
+                            "missing": result["replies_missing"], "p50_ms": result["reply_p50_ms"],
+                            "p99_ms": result["reply_p99_ms"]})
+            print(json.dumps(windows[-1]), file=sys.stderr, flush=True)
         return summary(windows, sent, self.refused, self.seconds, span)
-
-    def _collect(self) -> None:
-        out = self.esme.out
-        for seq, mo_id in out.acked.items():  # consumed and cleared: the client stays O(1) per message
-            self.pending[mo_id] = self.sent_at.pop(seq, time.monotonic())
-        out.acked.clear()
-        self.refused += len(out.errors)
-        for seq in out.errors:
-            self.sent_at.pop(seq, None)
-        out.errors.clear()
-        for reply in out.replies:
-            mo = reply["mo"]
-            if mo not in self.pending:
-                continue
-            left = self.parts.get(mo, reply["total"]) - 1
-            if left > 0:
-                self.parts[mo] = left
-                continue
-            self.parts.pop(mo, None)
-            self.latencies.append((time.monotonic() - self.pending.pop(mo)) * 1000)
-        out.replies.clear()
 
 
 def summary(windows: list[dict], sent: int, refused: int, seconds: float, span: float) -> dict:
@@ -148,8 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3600.0)
     parser.add_argument("--population", type=int, default=1_000_000)
     parser.add_argument("--active", type=int, default=100_000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="gateway worker processes (default: one per core, as `serve` ships)")
     args = parser.parse_args(argv)
-    result = soak(args.rate, args.seconds, args.population, args.active)
+    result = soak(args.rate, args.seconds, args.population, args.active, args.workers)
+    result["workers"] = args.workers
     write_result("soak", result)
     print(json.dumps({k: v for k, v in result.items() if k != "windows"}))
     return 0

@@ -43,7 +43,7 @@ def _smpp_rows(d: dict) -> list[tuple[str, str, str, str]]:
     pop, runs = d.get("population", 0), d.get("runs") or {}
     paced, over = runs.get("paced_80") or {}, runs.get("overload_2x") or {}
     return [
-        (f'"200" round trips/s (pop {pop:,})', _fmt(d.get("round_trips_per_s")),
+        (f'"200" round trips/s (pop {pop:,}, {d.get("workers", 1)} worker(s))', _fmt(d.get("round_trips_per_s")),
          _fmt(d.get("null_round_trips_per_s")), ">= 3,000/s"),
         ("  p50 / p99 latency ms", f"{_fmt(d.get('round_trip_p50_ms'))} / {_fmt(d.get('round_trip_p99_ms'))}",
          "", "p99 <= 50 ms"),
@@ -106,6 +106,8 @@ def _workers_rows(d: dict) -> list[tuple[str, str, str, str]]:
                      f"{_fmt(r.get('round_trips_per_s'))} ({_fmt(r.get('p99_ms'))})",
                      _fmt(d.get("null_round_trips_per_s")), ""))
     rows.append(("  2 workers / 1 worker", _fmt(d.get("two_vs_one"), "x"), "", ">= 1.7x"))
+    rows.append(("  same, CPU-bound capacity (cores / CPU per reply)", _fmt(d.get("cpu_capacity_two_vs_one"), "x"),
+                 "", ""))
     return rows
 
 

@@ -46,16 +46,22 @@ def handed(gw: RunningGateway, count: int) -> list[re.Match]:
                        r"\(SMPP connections per worker: (.*)\)$", count=count)
 
 
+def bind_four(gw: RunningGateway, binds: list[RawESME]) -> list[int]:
+    """Four binds, appended to ``binds``; asserts they are two per worker and returns each one's worker."""
+    placed = []
+    for _ in range(4):
+        esme, worker = bind(gw)
+        binds.append(esme)
+        placed.append(worker)
+    assert Counter(placed) == {0: 2, 1: 2}, placed
+    return placed
+
+
 def test_four_binds_are_two_per_worker_and_each_gets_its_reply(tmp_path):
     gw = start_gateway(tmp_path, "--population", "0", workers=2)
     binds: list[RawESME] = []
     try:
-        placed = []
-        for _ in range(4):
-            esme, worker = bind(gw)
-            binds.append(esme)
-            placed.append(worker)
-        assert Counter(placed) == {0: 2, 1: 2}, placed
+        placed = bind_four(gw, binds)
         assert handed(gw, 4)[-1].group(3) == "w0=2 w1=2"
         for i, esme in enumerate(binds):
             assert re.search(r"回KT\w+", ask(esme, binds, f"1380000001{i}", "200"))
@@ -76,12 +82,7 @@ def test_binds_of_a_killed_worker_reconnect_to_the_survivor_then_to_the_restarte
     gw = start_gateway(tmp_path, "--population", "0", workers=2)
     binds: list[RawESME] = []
     try:
-        placed = []
-        for _ in range(4):
-            esme, worker = bind(gw)
-            binds.append(esme)
-            placed.append(worker)
-        assert Counter(placed) == {0: 2, 1: 2}, placed
+        placed = bind_four(gw, binds)
         os.kill(gw.worker_pid(1), signal.SIGKILL)
         gw.wait_log(r"worker 1 was killed by SIGKILL")
         victims = [e for e, w in zip(binds, placed, strict=True) if w == 1]

@@ -140,6 +140,8 @@ class FleetListener(service.Service):
             try:
                 while not self._stopping.is_set():
                     for note in conn.notifies(timeout=POLL_S):
+                        if self._stopping.is_set():
+                            break
                         self.reactor.callFromThread(self.received, note.payload)
                     delay = BACKOFF_FIRST_S  # it stayed up: the next drop starts the back-off afresh
             except Exception as exc:  # noqa: BLE001 - the connection dropped

@@ -363,3 +363,30 @@ def test_a_population_rewrite_notifies_a_rewrite(pg):
     factory, listen = pg
     generate(factory.kw["bind"], 5, 1)
     assert [e.kind for e in _heard(listen)] == ["rewrite"]
+
+
+@pytest.mark.postgres
+def test_storing_a_fixture_set_notifies_it_and_a_refused_set_notifies_nothing(pg_url):
+    import psycopg
+    from twisted.internet import task
+
+    from core.fixtures import FixtureError, read_dir
+    from gateway.app import Gateway
+    from gateway.fleet import connect_args
+    from tests.harness import ROOT
+
+    gw = Gateway(task.Clock(), pg_url)
+    listen = psycopg.connect(**connect_args(gw.engine))
+    try:
+        listen.execute(f"LISTEN {fleet_events.CHANNEL}")
+        files = read_dir(str(ROOT / "fixtures" / "demo"))
+        gw.apply_fixtures(files, "test")
+        [event] = _heard(listen)
+        assert event.kind == "fixtures" and event.fixture_set == gw.fixture_set_id is not None
+        with pytest.raises(FixtureError):
+            gw.apply_fixtures({**files, "offers.yaml": "offers: [unclosed"}, "test")
+        assert _heard(listen) == []
+        assert plan(encode(OTHER, "fixtures", fixture_set=gw.fixture_set_id)[0], ME, gw.fixture_set_id) == []
+    finally:
+        listen.close()
+        gw.engine.dispose()

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,7 @@ def serve(args, overrides: dict[str, Any]) -> int:
         client.install(top.getServiceNamed("smpp"))
         client.connect()
         announce = client.ready
-        reload_remote = lambda: client.reload_fixtures("another machine loaded them")  # noqa: E731
+        reload_remote = partial(client.reload_fixtures, "another machine loaded them")
     from gateway import fleet
 
     fleet.install(gateway, top, reload_remote)  # PostgreSQL: hear the other machines' cache events

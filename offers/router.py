@@ -468,7 +468,8 @@ def subscribers_rewritten() -> None:
 def _publish_changed(session: Session) -> None:
     """Tell the fleet (PostgreSQL) in this transaction, so that it hears only of committed changes.
 
-    Also runs when a savepoint is released: what was sent then is not sent again at the commit."""
+    Also runs when a savepoint is released: what was sent then (part of the enclosing transaction
+    from then on) is not sent again at the commit, unless a savepoint around it rolls back."""
     changed = session.info.get(_CHANGED)
     if not changed:
         return
@@ -481,6 +482,8 @@ def _publish_changed(session: Session) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint released: nothing is committed yet
+        return
     session.info.pop(_PUBLISHED, None)
     changed = session.info.pop(_CHANGED, None)
     if changed:

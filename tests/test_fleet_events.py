@@ -339,8 +339,12 @@ def test_a_savepoint_rolled_back_does_not_lose_what_the_transaction_changed_befo
         failed = session.begin_nested()
         mark_changed(session, "4")
         failed.rollback()  # a notification sent in it would be gone: all is published again at the commit
-    heard = sorted(m for e in _heard(listen) for m in e.msisdns)
-    assert set(heard) == {"1", "2", "3", "4"}
+        outer = session.begin_nested()
+        with session.begin_nested():
+            mark_changed(session, "5")  # published as the inner savepoint is released, gone with the outer one
+        outer.rollback()
+    events = _heard(listen)
+    assert [sorted(e.msisdns) for e in events] == [["1", "2"], ["3"], ["1", "2", "3", "4", "5"]]
 
 
 @pytest.mark.postgres
@@ -390,3 +394,31 @@ def test_storing_a_fixture_set_notifies_it_and_a_refused_set_notifies_nothing(pg
     finally:
         listen.close()
         gw.engine.dispose()
+
+
+def test_subscriber_changed_listeners_hear_of_the_commit_not_of_a_savepoint_release(tmp_path):
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.orm import Session
+
+    from offers.router import Router, mark_changed
+
+    router = Router(lambda: None, {})
+    heard: list[str] = []
+    router.subscriber_changed_listeners.append(heard.append)
+    engine = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with Session(engine) as session:
+        with session.begin():
+            session.execute(text("SELECT 1"))
+            mark_changed(session, "1")
+            with session.begin_nested():
+                mark_changed(session, "2")
+            failed = session.begin_nested()
+            mark_changed(session, "3")
+            failed.rollback()
+            assert heard == []  # the other workers would re-read the database before the commit
+        assert sorted(heard) == ["1", "2", "3"]
+        heard.clear()
+        with session.begin():
+            session.execute(text("SELECT 1"))  # the next transaction of the same session starts afresh
+        assert heard == []
+    engine.dispose()

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from twisted.logger import Logger
 
+from core import fleet_events
 from core.db import make_engine, migrate, session_factory, transaction
 from core.fixtures import FixtureError, load_set, parse_set, read_dir
 from core.settings import Settings
@@ -100,6 +101,7 @@ class Gateway:
         migrate(self.engine)
         self.db = session_factory(self.engine)
         self.snapshot: Snapshot | None = None
+        self.fixture_set_id: int | None = None  # the fixture_sets row served (None: none loaded yet)
         self.live_settings = LiveSettings(self)
         self.outbox = Outbox(self.now, self.live_settings)
         self.router = Router(lambda: self.snapshot.offers, self.live_settings, fits or default_fits)
@@ -137,8 +139,11 @@ class Gateway:
         snapshot = self._build_snapshot(parsed)
         with transaction(self.db) as session:
             counts = load_set(session, parsed, sections, self.now())
-            session.add(FixtureSetRow(loaded_at=self.now(), source=source[:200], files=dict(files),
-                                      counts=counts))
+            row = FixtureSetRow(loaded_at=self.now(), source=source[:200], files=dict(files), counts=counts)
+            session.add(row)
+            session.flush()
+            fleet_events.publish(session, fleet_events.FIXTURES, fixture_set=row.id)  # other machines load it too
+        self.fixture_set_id = row.id
         self._swap(snapshot)
         log.info("fixtures loaded from {source}: {counts}", source=source, counts=counts)
         return counts
@@ -152,7 +157,9 @@ class Gateway:
         parsed, problems = parse_set(row.files, all_sections())
         if problems:
             raise FixtureError(problems)
-        self._swap(self._build_snapshot(parsed))
+        snapshot = self._build_snapshot(parsed)
+        self.fixture_set_id = row.id
+        self._swap(snapshot)
         return True
 
     def _build_snapshot(self, parsed: Mapping[str, Any]) -> Snapshot:

@@ -40,6 +40,7 @@ from twisted.internet.interfaces import IFileDescriptorReceiver, IReadDescriptor
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from core import fleet_events
 from gateway.app import LISTEN_BACKLOG, shared_socket
 from gateway.cluster_protocol import HOLD_S, ClusterProtocolError, Coordinator, Handoff, LineCodec, WorkerLink
 from gateway.smpp_server import AccountGuard, SMPPServerFactory, SMPPServerProtocol
@@ -229,12 +230,17 @@ class ClusterClient:
         elif kind == "subscriber":  # another worker committed a change to this subscriber's shelf
             self.gateway.router.invalidate(str(event["msisdn"]))
         elif kind == "fixtures":
-            self._remote_reload = True
-            try:  # a new catalog: the shelf cache empties by itself
-                self.gateway.restore_fixtures()
-                log.info("fixtures reloaded (another process of the group loaded them)")
-            finally:
-                self._remote_reload = False
+            self.reload_fixtures("another process of the group loaded them")
+
+    def reload_fixtures(self, why: str) -> None:
+        """Serve the newest fixture set of the database, which another process stored: the group's
+        other workers are not told (they hear of it as this one did)."""
+        self._remote_reload = True
+        try:  # a new catalog: the shelf cache empties by itself
+            self.gateway.restore_fixtures()
+            log.info("fixtures reloaded ({why})", why=why)
+        finally:
+            self._remote_reload = False
 
 
 # --- in the parent -------------------------------------------------------------------------------------
@@ -579,6 +585,8 @@ def serve_group(args: Any, overrides: dict[str, Any], count: int) -> int:
     from gateway.service import load_gateway, reload_fixtures
     from gateway.smpp_server import reclaim_leases
 
+    # the group is one member of the fleet: its workers ignore the PostgreSQL events it sent itself
+    os.environ[fleet_events.ORIGIN_ENV] = fleet_events.origin()
     gateway = load_gateway(args, overrides, reactor)
     if gateway is None:
         return 1

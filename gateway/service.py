@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,7 @@ def serve(args, overrides: dict[str, Any]) -> int:
         return 1
     top, port_sources = build_tree(gateway, args, reactor)
     announce = None
+    reload_remote = None  # how fixtures another machine stored are served here
     if args.cluster is not None:
         from gateway.cluster import ClusterClient
 
@@ -132,6 +134,10 @@ def serve(args, overrides: dict[str, Any]) -> int:
         client.install(top.getServiceNamed("smpp"))
         client.connect()
         announce = client.ready
+        reload_remote = partial(client.reload_fixtures, "another machine loaded them")
+    from gateway import fleet
+
+    fleet.install(gateway, top, reload_remote)  # PostgreSQL: hear the other machines' cache events
     sink = {"smtp_out": gateway.email_sender} if args.smtp_sink else {}
     ReadyLine(port_sources, args.host, args.var_dir, sink, announce).setServiceParent(top)
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reload_fixtures, gateway, args))

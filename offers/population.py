@@ -37,6 +37,7 @@ from sqlalchemy import delete, insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
+from core import fleet_events
 from core.fixtures import FixtureError, parse_text
 from offers import schema, segments
 from offers.models import CHANNELS, Subscriber
@@ -172,6 +173,7 @@ def generate(target: Session | Engine | Connection, size: int, seed: int,
             done += len(batch)
             if progress is not None:
                 progress(done)
+        fleet_events.publish(conn, fleet_events.REWRITE)  # other machines drop their cached shelves on commit
         if tx is not None:
             tx.commit()
     finally:

@@ -23,6 +23,10 @@ msisdn. That list is the one hook a multi-process server needs: broadcast the ms
 call ``router.invalidate(msisdn)`` in the other processes (``invalidate_all()`` for a
 rewrite of many subscribers: :func:`subscribers_rewritten`). A new catalog (fixture
 reload) empties the cache by itself.
+
+Other machines on the same PostgreSQL hear of it too: just before the session commits, the msisdns it
+marked are published in that transaction (``core.fleet_events``, NOTIFY: delivered on commit only),
+and each machine's serving processes invalidate them (gateway/fleet.py).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
+from core import fleet_events
 from core.settings import KNOBS
 from core.templates import TemplateRenderError
 from offers import exposures, fastsql, schema
@@ -53,6 +58,7 @@ SERVICE_NUMBER = "10086"
 MAX_TEXT = 1600
 _DIGIT = re.compile(r"^[0-9]$")
 _CHANGED = "offers.changed_msisdns"  # session.info key: subscribers whose shelf this transaction changed
+_PUBLISHED = "offers.published_msisdns"  # session.info key: those of them the fleet was notified of already
 _ROUTERS: weakref.WeakSet[Router] = weakref.WeakSet()
 
 BASE_VARS = ("msisdn", "name", "brand_name")
@@ -450,13 +456,35 @@ def mark_changed(session: Session, msisdn: str) -> None:
 
 
 def subscribers_rewritten() -> None:
-    """Many subscribers were written (a population run, a bulk import): empty every shelf cache."""
+    """Many subscribers were written (a population run, a bulk import): empty every shelf cache.
+
+    That is this process; the transaction that wrote them tells the other machines with
+    ``core.fleet_events.publish(conn, fleet_events.REWRITE)`` (offers.population does)."""
     for router in list(_ROUTERS):
         router.invalidate_all()
 
 
+@event.listens_for(Session, "before_commit")
+def _publish_changed(session: Session) -> None:
+    """Tell the fleet (PostgreSQL) in this transaction, so that it hears only of committed changes.
+
+    Also runs when a savepoint is released: what was sent then (part of the enclosing transaction
+    from then on) is not sent again at the commit, unless a savepoint around it rolls back."""
+    changed = session.info.get(_CHANGED)
+    if not changed:
+        return
+    published = session.info.setdefault(_PUBLISHED, set())
+    new = [m for m in changed if m not in published]
+    if new:
+        fleet_events.publish(session, fleet_events.SUBSCRIBER, sorted(new))
+        published.update(new)
+
+
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint released: nothing is committed yet
+        return
+    session.info.pop(_PUBLISHED, None)
     changed = session.info.pop(_CHANGED, None)
     if changed:
         for router in list(_ROUTERS):
@@ -464,9 +492,14 @@ def _after_commit(session: Session) -> None:
 
 
 @event.listens_for(Session, "after_soft_rollback")
-def _after_rollback(session: Session, _previous: Any) -> None:
+def _after_rollback(session: Session, previous: Any) -> None:
+    # A savepoint rolled back: the transaction goes on with what it changed before (kept, and
+    # published again at the commit: a notification sent inside the savepoint is gone with it).
+    # The whole transaction rolled back: nothing of it stands.
+    session.info.pop(_PUBLISHED, None)
+    changed = session.info.get(_CHANGED, ()) if previous.nested else session.info.pop(_CHANGED, ())
     # a shelf cached from the rolled-back state must not outlive it
-    for msisdn in session.info.pop(_CHANGED, ()):
+    for msisdn in changed:
         for router in list(_ROUTERS):
             router.invalidate(msisdn)
 

@@ -287,5 +287,7 @@ def test_a_group_on_postgresql_shares_binds_replies_and_one_scheduler(tmp_path, 
         finally:
             close_all(tx, rx)
         assert len(gw.wait_log(r"campaign scheduler: this process leads")) == 1  # the advisory lock's one
+        # each worker hears the other machines' cache events on its own connection
+        gw.wait_log(r"^\S+ \S+ +w\d \[gateway\.fleet\] listening for fleet events on PostgreSQL", count=2)
     finally:
         gw.stop()

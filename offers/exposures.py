@@ -138,9 +138,7 @@ def _write_buffered(session: Session) -> None:
             fastsql.executemany(session, statement, pending[name])
 
 
-@event.listens_for(Session, "after_soft_rollback")
-def _drop_buffered(session: Session, _previous: Any) -> None:
-    session.info.pop(_BUFFER, None)
+fastsql.keep_through_savepoints(_BUFFER, lambda buffer: {name: list(rows) for name, rows in buffer.items()})
 
 
 # --- outcomes --------------------------------------------------------------------------------------

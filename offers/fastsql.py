@@ -9,6 +9,7 @@ with ``?`` placeholders and converted for psycopg's ``%s``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -89,9 +90,35 @@ def write_shelf_views(session: Session) -> None:
         executemany(session, _UPSERT_VIEW, list(pending.values()))
 
 
-@event.listens_for(Session, "after_soft_rollback")
-def _drop_shelf_views(session: Session, _previous: Any) -> None:
-    session.info.pop(_VIEWS, None)
+_ABSENT = object()
+
+
+def keep_through_savepoints(key: str, snapshot: Callable[[Any], Any]) -> None:
+    """Keep the rows a transaction buffers in ``session.info[key]`` true across savepoints: a savepoint
+    that rolls back takes back only what was buffered inside it (``snapshot`` copies the buffer when it
+    begins); the whole transaction rolling back drops the buffer."""
+    marks = key + ".savepoints"
+
+    @event.listens_for(Session, "after_transaction_create")
+    def _began(session: Session, transaction: Any) -> None:
+        if transaction.nested:
+            found = session.info.get(key, _ABSENT)
+            session.info.setdefault(marks, {})[id(transaction)] = found if found is _ABSENT else snapshot(found)
+
+    @event.listens_for(Session, "after_soft_rollback")
+    def _rolled_back(session: Session, previous: Any) -> None:
+        if not previous.nested:
+            session.info.pop(key, None)
+            session.info.pop(marks, None)
+            return
+        saved = session.info.get(marks, {}).pop(id(previous), _ABSENT)
+        if saved is _ABSENT:
+            session.info.pop(key, None)
+        else:
+            session.info[key] = saved
+
+
+keep_through_savepoints(_VIEWS, dict)
 
 
 @lru_cache(maxsize=4096)

@@ -259,3 +259,24 @@ def test_incremental_fold_equals_a_recount_of_the_window(factory):
             assert got == want and ctl.folded_until == at + 60 - learning.FOLD_LAG_S
             assert session.query(learning.LearnedCount).count() >= len(got)
     assert folds == 8
+
+
+def test_a_savepoint_rolled_back_takes_back_only_its_own_buffered_rows(factory):
+    """Exposures and last shelves are buffered until the commit: a savepoint that fails (an IVR job, an
+    idempotent enqueue) must not drop what the transaction buffered before it."""
+    from offers import fastsql
+    from offers.shelf import ShelfItem
+
+    items = (ShelfItem(1, "LL30", "n", 30.0, "KTLL30"),)
+    with factory() as session, session.begin():
+        exposures.record_shelf(session, "13800000001", "sms", items, NOW, "GT:mid", "fixed")
+        fastsql.remember_shelf(session, "13800000001", ["LL30"], NOW)
+        with pytest.raises(ValueError), session.begin_nested():
+            exposures.record_shelf(session, "13800000002", "sms", items, NOW, "GT:mid", "fixed")
+            fastsql.remember_shelf(session, "13800000002", ["LL30"], NOW)
+            raise ValueError("the job failed")
+        exposures.record_shelf(session, "13800000003", "sms", items, NOW, "GT:mid", "fixed")
+    with factory() as session:
+        shown = {m for (m,) in session.execute(text("SELECT msisdn FROM exposures WHERE at = :t"), {"t": NOW})}
+        views = {m for (m,) in session.execute(text("SELECT msisdn FROM shelf_views WHERE at = :t"), {"t": NOW})}
+    assert shown == {"13800000001", "13800000003"} and views == {"13800000001"}

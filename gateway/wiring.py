@@ -56,9 +56,6 @@ class SchedulerService(service.Service):
 def build_surfaces(gateway, args, reactor, top: service.MultiService, smpp) -> dict[str, Any]:
     """Mount every other surface; returns ``{name: port source}`` for the ready line."""
     ports: dict[str, Any] = {}
-    from gateway.checkpoint import Checkpointer
-
-    Checkpointer(gateway.engine).setServiceParent(top)
     scheduler = SchedulerService(gateway)
     scheduler.setServiceParent(top)
     from gateway.learning_service import LearningService

@@ -17,8 +17,41 @@ from typing import Any
 ENV = "GATEWAY_PROFILE"
 
 
+MEMORY_ENV = "GATEWAY_MEMORY"
+
+
+def install_memory_from_env(reactor: Any) -> bool:
+    """``GATEWAY_MEMORY=FILE``: trace allocations from now on; SIGUSR1 takes a baseline snapshot and
+    SIGUSR2 writes to FILE the 40 source lines whose live memory grew most since it (a leak hunt)."""
+    import tracemalloc
+
+    path = os.environ.get(MEMORY_ENV)
+    if not path:
+        return False
+    tracemalloc.start(6)
+    baseline: list[Any] = []
+
+    def mark() -> None:
+        baseline[:] = [tracemalloc.take_snapshot()]
+
+    def report() -> None:
+        now = tracemalloc.take_snapshot()
+        with open(path + ".part", "w") as out:
+            for stat in (now.compare_to(baseline[0], "lineno")[:25] if baseline else []):
+                out.write(f"{stat}\n")
+            for stat in (now.compare_to(baseline[0], "traceback")[:8] if baseline else []):
+                out.write(f"{stat}\n" + "\n".join("    " + line for line in stat.traceback.format()) + "\n")
+        os.replace(path + ".part", path)
+
+    signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(mark))
+    signal.signal(signal.SIGUSR2, lambda *_: reactor.callFromThread(report))
+    return True
+
+
 def install_from_env(reactor: Any) -> bool:
     """Install the SIGUSR1/SIGUSR2 handlers when ``GATEWAY_PROFILE`` names a file; True if installed."""
+    if install_memory_from_env(reactor):
+        return True
     path = os.environ.get(ENV)
     if not path:
         return False

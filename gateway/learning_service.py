@@ -53,7 +53,7 @@ class LearningService(service.Service):
         return d
 
     def _load(self, catalog: Any, settings: Any, now: float, version: int) -> learning.LearnedSnapshot:
-        with self.gateway.db() as session, session.begin():
+        with self.gateway.db() as session:  # refresh commits its own transactions
             return learning.refresh(session, catalog, settings, now, version)
 
     def _swap(self, snapshot: learning.LearnedSnapshot) -> None:

@@ -269,42 +269,43 @@ _SUM = ("INSERT INTO learned_arms (offer_code, segment, exposures, conversions, 
         "GROUP BY offer_code, segment")
 
 
-def _lock_control(session: Session) -> LearningControl:
-    """The control row, locked for this transaction (one fold at a time across processes; on SQLite the
-    write lock is taken first, so the fold never has to upgrade a read)."""
-    session.flush()  # a switch ops set earlier in this transaction must not be refreshed away
-    touch = "UPDATE learning_control SET changed_at = changed_at WHERE id = 1"
-    if not fastsql.execute(session, touch, ()):
-        control(session)  # the first fold ever: create the row
-        fastsql.execute(session, touch, ())
-    ctl = session.get(LearningControl, 1)
-    session.refresh(ctl)
-    return ctl
-
-
 def fold(session: Session, now: float, settings: Mapping[str, Any] | None) -> int:
     """Add the events since the last fold to ``learned_counts`` and sum the window into
     ``learned_arms``: the work is that of the new events, not of the whole window. Nothing changes while
-    ops have frozen learning (the events wait and are folded after). Returns the arms written."""
-    ctl = _lock_control(session)
-    if ctl.frozen:
+    ops have frozen learning (the events wait and are folded after). Returns the arms written (0 when
+    frozen, or when another process folded first).
+
+    Runs its own transactions (``session`` must not be in one): the counting reads in one, then a short
+    write claims the interval (compare-and-set on ``folded_until``, so two processes never add the same
+    events) and stores the sums. The database's write lock is never held while the events are counted:
+    on SQLite that lock is every commit's, the MO pipeline's included."""
+    ctl = control(session)
+    frozen, folded, reset_at = ctl.frozen, ctl.folded_until, ctl.reset_at
+    session.commit()
+    if frozen:
         return 0
-    since = max(ctl.reset_at, now - knob(settings, "learning.window_days") * DAY)
-    lo, hi = max(ctl.folded_until, since), now - FOLD_LAG_S
+    since = max(reset_at, now - knob(settings, "learning.window_days") * DAY)
+    lo, hi = max(folded, since), max(folded, now - FOLD_LAG_S)
+    added: dict[tuple[int, str, str], list[int]] = {}
     if hi > lo:
-        added: dict[tuple[int, str, str], list[int]] = {}
         for bucket, code, seg, n in fastsql.rows(session, _NEW_EXPOSURES, (lo, hi))[1]:
             added.setdefault((int(bucket), code, seg), [0, 0])[0] += int(n)
         for bucket, code, seg, n in fastsql.rows(session, _NEW_CONVERSIONS, (lo, hi, since, lo))[1]:
             added.setdefault((int(bucket), code, seg), [0, 0])[1] += int(n)
-        fastsql.executemany(session, _ADD, [(*key, n, wins) for key, (n, wins) in added.items()])
-        ctl.folded_until = hi
+    session.rollback()  # end the read: the write below starts a transaction of its own
+    claimed = fastsql.execute(session, "UPDATE learning_control SET folded_until = ? "
+                                       "WHERE id = 1 AND folded_until = ? AND frozen = ?", (hi, folded, False))
+    if not claimed:
+        session.rollback()
+        return 0
+    fastsql.executemany(session, _ADD, [(*key, n, wins) for key, (n, wins) in added.items()])
     first = int(since // BUCKET_S)
     session.execute(delete(LearnedCount).where(LearnedCount.bucket < first))
     session.execute(delete(LearnedArm))
     fastsql.execute(session, _SUM, (now, first))
-    session.flush()
-    return session.scalar(select(func.count()).select_from(LearnedArm)) or 0
+    arms = session.scalar(select(func.count()).select_from(LearnedArm)) or 0
+    session.commit()
+    return arms
 
 
 def load(session: Session, catalog: Any, settings: Mapping[str, Any] | None, now: float,
@@ -324,11 +325,12 @@ def all_segments(params: Any) -> list[str]:
 def refresh(session: Session, catalog: Any, settings: Mapping[str, Any] | None, now: float,
             version: int = 0) -> LearnedSnapshot:
     """Fold the events (unless frozen, or another process folded them less than half a refresh ago)
-    and load the snapshot: one periodic job per process."""
-    ctl = _lock_control(session)
-    if now - ctl.folded_until >= knob(settings, "learning.refresh_s") / 2 + FOLD_LAG_S:
+    and load the snapshot: one periodic job per process. Runs its own transactions (see :func:`fold`)."""
+    if now - control(session).folded_until >= knob(settings, "learning.refresh_s") / 2 + FOLD_LAG_S:
         fold(session, now, settings)
-    return load(session, catalog, settings, now, version)
+    snapshot = load(session, catalog, settings, now, version)
+    session.commit()
+    return snapshot
 
 
 def set_frozen(session: Session, frozen: bool, now: float, who: str = "ops") -> dict[str, Any]:

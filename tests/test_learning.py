@@ -145,7 +145,7 @@ def test_learned_state_is_durable_frozen_and_reset_by_ops(factory):
     settings_ = Settings({"learning.holdout_share": 0.0})
     router = Router(demo_catalog, settings_)
     _shelf_and_order(factory, router, "13800000001", NOW)
-    with factory() as session, session.begin():
+    with factory() as session:  # refresh runs its own transactions
         snap = learning.refresh(session, CATALOG, settings_, NOW + 10)
     shown = sum(e.exposures for e in snap.arms.values())
     assert shown >= 3 and sum(e.conversions for e in snap.arms.values()) == 1
@@ -153,14 +153,16 @@ def test_learned_state_is_durable_frozen_and_reset_by_ops(factory):
         assert learning.load(session, CATALOG, settings_, NOW + 11).summary()["exposures"] == shown
         learning.set_frozen(session, True, NOW + 12)
     _shelf_and_order(factory, router, "13800000003", NOW + 20)
-    with factory() as session, session.begin():
+    with factory() as session:
         frozen = learning.refresh(session, CATALOG, settings_, NOW + 30)
     assert frozen.frozen and frozen.summary()["exposures"] == shown  # nothing folded while frozen
     with factory() as session, session.begin():
         learning.set_frozen(session, False, NOW + 31)
+    with factory() as session:
         assert learning.refresh(session, CATALOG, settings_, NOW + 32).summary()["exposures"] > shown
-        learning.reset(session, NOW + 40)
     with factory() as session, session.begin():
+        learning.reset(session, NOW + 40)
+    with factory() as session:
         after = learning.refresh(session, CATALOG, settings_, NOW + 50)
     assert after.summary()["exposures"] == 0 and after.reset_at == NOW + 40  # events before the reset don't count
     with factory() as session:
@@ -248,7 +250,7 @@ def test_incremental_fold_equals_a_recount_of_the_window(factory):
     for step in range(8):
         at = NOW + step * 1800.0  # across several hour buckets
         _shelf_and_order(factory, router, people[step % len(people)], at)
-        with factory() as session, session.begin():
+        with factory() as session:
             learning.refresh(session, CATALOG, settings_, at + 60)
             folds += 1
         with factory() as session:
@@ -280,3 +282,30 @@ def test_a_savepoint_rolled_back_takes_back_only_its_own_buffered_rows(factory):
         shown = {m for (m,) in session.execute(text("SELECT msisdn FROM exposures WHERE at = :t"), {"t": NOW})}
         views = {m for (m,) in session.execute(text("SELECT msisdn FROM shelf_views WHERE at = :t"), {"t": NOW})}
     assert shown == {"13800000001", "13800000003"} and views == {"13800000001"}
+
+
+def test_two_folds_racing_add_the_events_once(factory, monkeypatch):
+    """Another process folds the same interval while this one is counting: the compare-and-set on
+    folded_until lets only the first add the events, and the counting held no write lock (the other
+    process could commit in the middle of it)."""
+    from offers import fastsql
+
+    settings_ = Settings({"learning.holdout_share": 0.0})
+    _shelf_and_order(factory, Router(demo_catalog, settings_), "13800000001", NOW)
+    real_rows, raced = fastsql.rows, []
+
+    def rows_then_the_other_process_folds(session, statement, params):
+        found = real_rows(session, statement, params)
+        if statement is learning._NEW_CONVERSIONS and not raced:
+            raced.append(True)
+            with factory() as other:
+                assert learning.fold(other, NOW + 30, settings_) > 0
+        return found
+
+    monkeypatch.setattr(fastsql, "rows", rows_then_the_other_process_folds)
+    with factory() as session:
+        assert learning.fold(session, NOW + 30, settings_) == 0  # lost the claim: added nothing
+    with factory() as session:
+        arms = {(a.offer_code, a.segment): (a.exposures, a.conversions) for a in session.query(learning.LearnedArm)}
+        shown = session.execute(text("SELECT COUNT(*) FROM exposures WHERE context = 'shelf'")).scalar()
+    assert raced and sum(n for n, _ in arms.values()) == shown and sum(w for _, w in arms.values()) == 1

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import shutil
 import signal
 import sys
@@ -235,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--active", type=int, default=100_000, help="subscribers the load is spread over")
     parser.add_argument("--profile", action="store_true",
                         help="sample one more steady run with py-spy (every worker) and print the top functions")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="gateway worker processes (default: one per core, as `serve` ships)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="gateway worker processes (default 1, as `serve` ships on SQLite)")
     args = parser.parse_args(argv)
     if not 1 <= args.active <= args.population:
         parser.error("--active must be between 1 and --population")

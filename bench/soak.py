@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -124,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3600.0)
     parser.add_argument("--population", type=int, default=1_000_000)
     parser.add_argument("--active", type=int, default=100_000)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="gateway worker processes (default: one per core, as `serve` ships)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="gateway worker processes (default 1, as `serve` ships on SQLite)")
     args = parser.parse_args(argv)
     result = soak(args.rate, args.seconds, args.population, args.active, args.workers)
     result["workers"] = args.workers

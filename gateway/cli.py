@@ -51,8 +51,8 @@ def _serve_parser(subs) -> None:
     p.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines on stderr")
     p.add_argument("--instance", default=None, help="name of this process (group) in a multi-process setup")
     p.add_argument("--workers", type=_positive, default=None, metavar="N",
-                   help="processes sharing the ports and the database (default: the number of cores); "
-                        "1 serves in this process")
+                   help="processes sharing the ports and the database (default: the number of cores on "
+                        "PostgreSQL, 1 on SQLite); 1 serves in this process")
     p.add_argument("--cluster", default=None, help=argparse.SUPPRESS)  # a worker: the parent's socket
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
 

@@ -268,14 +268,19 @@ MAX_MEMO = 50_000
 
 
 def _read_vars(catalog: OffersCatalog, base: Mapping[str, Any]) -> tuple[Any, ...]:
-    reads: set[str] = set()
-    for key in ("shelf", "shelf_empty"):
-        template = catalog.replies.get(key)
-        found = getattr(template, "reads", None)
-        if found is None:  # a template not compiled by core.templates: key on every variable
-            return tuple(sorted(base.items()))
-        reads |= found
-    return tuple((k, base[k]) for k in sorted(reads) if k in base)
+    reads = catalog.memo.get("shelf.reads")
+    if reads is None:  # once per catalog snapshot
+        names: set[str] | None = set()
+        for key in ("shelf", "shelf_empty"):
+            found = getattr(catalog.replies.get(key), "reads", None)
+            if found is None:  # a template not compiled by core.templates: key on every variable
+                names = None
+                break
+            names |= found
+        reads = catalog.memo["shelf.reads"] = tuple(sorted(names)) if names is not None else ()
+    if not reads:
+        return tuple(sorted(base.items()))
+    return tuple((k, base[k]) for k in reads if k in base)
 
 
 def _fit_items(catalog: OffersCatalog, items: tuple[ShelfItem, ...], base: Mapping[str, Any],

@@ -1,7 +1,7 @@
 """Start the real gateway as a new user would, on free loopback ports, for integration tests.
 
 Tests run one process (``--workers 1``) unless they ask for a worker group (``workers=2``, or
-``workers=None`` for the default: one worker per core): one process starts faster.
+``workers=None`` for serve's default: one process on SQLite, one per core on PostgreSQL): one process starts faster.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def start_gateway(workdir: Path, *args: str, db_url: str | None = None, demo: bo
                   env: dict[str, str] | None = None, workers: int | None = 1) -> RunningGateway:
     """Run ``run_gateway.py serve`` with every port 0 and wait for its JSON ready line.
 
-    ``workers``: processes of the group (``None``: the default, one per core).
+    ``workers``: processes of the group (``None``: serve's default, see gateway/service.py default_workers).
     """
     if not integration_allowed:
         raise RuntimeError("start_gateway runs a real gateway: mark the test @pytest.mark.integration")

@@ -211,8 +211,18 @@ def test_a_malformed_pdu_on_one_worker_disturbs_no_session_of_another(group):
     assert "was killed" not in group.log_text() and "exited with status" not in group.log_text()
 
 
-def test_default_is_one_worker_per_core_and_sigterm_stops_them_all(tmp_path):
+def test_default_on_sqlite_is_one_process(tmp_path):
+    """Several processes on one SQLite file serve the "200" path slower than one (gateway/service.py
+    default_workers): without --workers, SQLite gets one."""
     gw = start_gateway(tmp_path, "--population", "0", workers=None)
+    try:
+        assert _versions(gw, 1) == {None: 1}
+    finally:
+        assert gw.stop() == 0
+
+
+def test_default_on_postgres_is_one_worker_per_core_and_sigterm_stops_them_all(tmp_path, pg_url):
+    gw = start_gateway(tmp_path, "--population", "0", workers=None, db_url=pg_url)
     cores = os.cpu_count() or 1
     try:
         if cores > 1:

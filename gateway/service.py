@@ -153,8 +153,28 @@ def serve(args, overrides: dict[str, Any]) -> int:
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reload_fixtures, gateway, args))
     top.startService()
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    reactor.callWhenRunning(_stop_once_on_signals, reactor)
     reactor.run(installSignalHandlers=True)
     return 0
+
+
+def _stop_once_on_signals(reactor) -> None:
+    """SIGTERM/SIGINT stop the reactor once: a second one while it stops (Ctrl-C under make, a
+    supervisor's repeat) is logged and ignored, instead of Twisted's handler raising ReactorNotRunning."""
+    from twisted.internet import error
+
+    def stop() -> None:
+        try:
+            reactor.stop()
+        except error.ReactorNotRunning:
+            log.info("already stopping")
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("received {name}, stopping", name=signal.Signals(signum).name)
+        reactor.callFromThread(stop)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def load_gateway(args, overrides: dict[str, Any], reactor) -> Any:

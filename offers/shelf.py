@@ -25,7 +25,7 @@ The top ``shelf.top_k`` are shown, further cut to what fits ``router.max_sms_par
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -153,9 +153,8 @@ def build_shelf(facts: Mapping[str, Any], catalog: OffersCatalog, active_codes: 
         if learned is not None:
             total, reasons = learned.apply(offer, total, reasons)
         ranked.append((total, offer, reasons))
-    ranked.sort(key=lambda t: (-t[0], -t[1].priority, t[1].code))
-    items = tuple(ShelfItem(rank, offer.code, offer.name, offer.price, offer.order)
-                  for rank, (_, offer, _) in enumerate(ranked[:top_k], 1))
+    ranked.sort(key=_rank_order)
+    items = _shown(offer for _, offer, _ in ranked[:top_k])
     if not explain:
         return Shelf(items, ())
     for rank, (total, offer, reasons) in enumerate(ranked, 1):
@@ -183,9 +182,17 @@ def rank(cands: tuple[tuple[float, CatalogOffer], ...], top_k: int,
     """The shown items of :func:`candidates` under a learned term: the same order as :func:`build_shelf`."""
     ranked = [(learned.apply(offer, total, None)[0] if learned is not None else total, offer)
               for total, offer in cands]
-    ranked.sort(key=lambda t: (-t[0], -t[1].priority, t[1].code))
-    return tuple(ShelfItem(i, offer.code, offer.name, offer.price, offer.order)
-                 for i, (_, offer) in enumerate(ranked[:top_k], 1))
+    ranked.sort(key=_rank_order)
+    return _shown(offer for _, offer in ranked[:top_k])
+
+
+def _rank_order(scored: tuple[Any, ...]) -> tuple[float, float, str]:
+    """Higher score first, then higher priority, then code: the one order of every shelf."""
+    return -scored[0], -scored[1].priority, scored[1].code
+
+
+def _shown(offers: Iterable[CatalogOffer]) -> tuple[ShelfItem, ...]:
+    return tuple(ShelfItem(i, o.code, o.name, o.price, o.order) for i, o in enumerate(offers, 1))
 
 
 def _active_groups(active_codes: Mapping[str, str | None] | set, catalog: OffersCatalog) -> dict[str, str | None]:

@@ -46,6 +46,7 @@ from bench.common import (
     NullSMSC,
     Sampler,
     bench_fixtures,
+    gc_figures,
     group_cpu_s,
     group_hwm_mb,
     group_rss_mb,
@@ -85,10 +86,12 @@ class Target:
         return run_load(self.gw.ports["smpp"], count=count, duration=self.duration, dest="13900000000",
                         expect_replies=False, system_id=self.sid, password=self.pw)
 
-    def sample(self, capacity: float, path: Path) -> str:
-        """py-spy over every process of the gateway during a steady run of about PROFILE_SECONDS."""
+    def sample(self, capacity: float, path: Path, submits: bool = False) -> str:
+        """py-spy over every process of the gateway during a steady run (or plain submits) of about
+        PROFILE_SECONDS."""
         sampler = Sampler(self.gw.proc.pid, PROFILE_SECONDS, path)
-        self.round_trips(max(1000, int(capacity * (PROFILE_SECONDS + 2))))
+        count = max(1000, int(capacity * (PROFILE_SECONDS + 2)))
+        self.submits(count) if submits else self.round_trips(count)
         return sampler.wait()
 
     def profile(self, count: int, path: Path) -> str:
@@ -136,17 +139,25 @@ def measure(args: argparse.Namespace) -> dict:
         sampling = args.profile and py_spy() is not None
         if args.profile and not sampling and args.workers != 1:
             raise SystemExit("--profile without py-spy (pip install py-spy) profiles one process: add --workers 1")
+        overrides = [arg for pair in args.set for arg in ("--set", pair)]
         gw = start_gateway(workdir, "--fixtures", str(bench_fixtures(workdir)), "--population",
-                           str(args.population), "--log-format", "json", db_url=db_url, workers=args.workers,
+                           str(args.population), "--log-format", "json", *overrides, db_url=db_url,
+                           workers=args.workers,
                            env={"GATEWAY_PROFILE": str(profile_path)} if args.profile and not sampling else None)
         try:
             target = Target(gw, args.active, args.duration)
             results.update(drive(target, args))
+            results["gc"] = gc_figures(gw.ports["http"])
             results["rss_mb"] = {"after": round(group_rss_mb(gw.proc.pid), 1),
                                  "peak": round(group_hwm_mb(gw.proc.pid), 1)}
             if sampling:
                 samples = workdir / "samples.txt"
-                results["profile"] = target.sample(results["gateway_round_trip"]["reply_tps"] or 100.0, samples)
+                if args.submit_only:
+                    results["profile"] = target.sample(results["gateway_submit"]["submit_tps"] or 100.0, samples,
+                                                       submits=True)
+                else:
+                    results["profile"] = target.sample(results["gateway_round_trip"]["reply_tps"] or 100.0,
+                                                       samples)
                 OUT.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(samples, OUT / "smpp_hot_path_samples.txt")  # collapsed stacks: flame-graph input
             elif args.profile:
@@ -158,6 +169,9 @@ def measure(args: argparse.Namespace) -> dict:
 
 def drive(target: Target, args: argparse.Namespace) -> dict:
     out: dict = {}
+    if args.submit_only:
+        print("bench: plain submit_sm ...", file=sys.stderr, flush=True)
+        return {"gateway_submit": target.submits(args.count)}
     print(f"bench: '200' at full speed, first contact of each of the {args.active:,} active subscribers (cold) ...",
           file=sys.stderr, flush=True)
     out["cold"] = target.round_trips(args.active)
@@ -197,7 +211,7 @@ def summarise(results: dict, args: argparse.Namespace) -> dict:
                                                              "overload_2x")},
         "submit_per_s": sub["submit_tps"], "null_submit_per_s": null_sub["submit_tps"],
         "submit_ratio": round(sub["submit_tps"] / null_sub["submit_tps"], 3) if null_sub["submit_tps"] else None,
-        "submit_p99_ms": sub["ack_p99_ms"], "rss_mb": results["rss_mb"],
+        "submit_p99_ms": sub["ack_p99_ms"], "rss_mb": results["rss_mb"], "gc": results.get("gc"),
     }
 
 
@@ -221,6 +235,12 @@ def print_table(summary: dict, profile: str | None) -> None:
     console.print(table)
     console.print(f"accepted submit_sm/s: {summary['submit_per_s']} (null SMSC {summary['null_submit_per_s']}); "
                   f"RSS MB after/peak: {summary['rss_mb']['after']}/{summary['rss_mb']['peak']}")
+    if summary.get("gc"):
+        console.print("garbage collections (count, total / longest pause ms): " + "; ".join(
+            f"{gen} {row.get('collections', 0):.0f}, {row.get('pause_ms')} / {row.get('max_ms')}"
+            for gen, row in sorted(summary["gc"].items()) if gen.startswith("gen"))
+            + f"; frozen objects {summary['gc'].get('frozen', {}).get('objects', 0):,.0f}; sweeps "
+            + str(summary["gc"].get("sweep", {})))
     if profile:
         console.print(f"gateway hot path, top {PROFILE_TOP} functions:")
         console.print(profile, markup=False, highlight=False)
@@ -236,10 +256,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="sample one more steady run with py-spy (every worker) and print the top functions")
     parser.add_argument("--workers", type=int, default=1,
                         help="gateway worker processes (default 1, as `serve` ships on SQLite)")
+    parser.add_argument("--submit-only", action="store_true",
+                        help="only the plain submit_sm run (no warm-up, no '200' runs)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a gateway setting other than the shipped default (repeatable), e.g. pipeline.batch_ms=0")
     args = parser.parse_args(argv)
     if not 1 <= args.active <= args.population:
         parser.error("--active must be between 1 and --population")
     results = measure(args)
+    if args.submit_only:
+        sub, null_sub = results["gateway_submit"], results["null_submit"]
+        print(f"accepted submit_sm/s: {sub['submit_tps']} (ack p50/p99 {sub['ack_p50_ms']}/{sub['ack_p99_ms']} ms; "
+              f"null SMSC {null_sub['submit_tps']})", file=sys.stderr)
+        if results.get("profile"):
+            print(results["profile"], file=sys.stderr)
+        return 0
     summary = summarise(results, args)
     print_table(summary, results.get("profile"))
     name = f"smpp_pop{args.population}_w{args.workers}"

@@ -252,3 +252,28 @@ def top_samples(path: Path, n: int = 15) -> str:
               "callWithContext", "ContextTracker", "ThreadedContextTracker", "EPollReactor.doPoll", "run_worker")
     return "\n".join([f"{total} samples; own time:", *table(own), "inclusive (what the time was spent doing):",
                       *table(incl, common)])
+
+
+def gc_figures(http_port: int) -> dict[str, dict[str, float]]:
+    """The gateway's garbage-collector figures from its /metrics (gateway/gcstats.py): per generation the
+    collections, their total pause (ms) and the longest (ms); summed over the processes that answer."""
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out: dict[str, dict[str, float]] = {}
+    pattern = re.compile(r'^gateway_gc_(pauses_total|pause_seconds_total|pause_max_seconds)'
+                         r'\{generation="(\d)"\} ([0-9.e+-]+)$', re.M)
+    for name, gen, value in pattern.findall(text):
+        row = out.setdefault(f"gen{gen}", {})
+        key = {"pauses_total": "collections", "pause_seconds_total": "pause_ms", "pause_max_seconds": "max_ms"}[name]
+        row[key] = round(float(value) * (1 if key == "collections" else 1000), 2)
+    for name in ("swept_objects", "sweep_seconds"):
+        found = re.search(rf"^gateway_gc_{name}_total ([0-9.e+-]+)$", text, re.M)
+        if found:
+            out.setdefault("sweep", {})[name] = float(found.group(1))
+    frozen = re.search(r"^gateway_gc_frozen_objects ([0-9.e+-]+)$", text, re.M)
+    if frozen:
+        out["frozen"] = {"objects": float(frozen.group(1))}
+    return out

@@ -34,8 +34,13 @@ KNOBS: dict[str, Knob] = {
     "smpp.ack_after_reply": Knob(bool, True, "a submit_sm to a service number is acknowledged when its reply is "
                                  "written to the ESME (not only committed), so the ESME's window bounds the "
                                  "replies in flight; held at most 1 s"),
-    "pipeline.batch_ms": Knob(float, 3.0, "under load, accepted messages are routed and committed together at most "
-                              "this often (an idle gateway commits at once)", 0, 1000),
+    "pipeline.batch_ms": Knob(float, 0.0, "under load, accepted messages are routed and committed together at most "
+                              "this often; 0: once per reactor turn, all that arrived in it (group commit)", 0, 1000),
+    "gc.freeze_s": Knob(float, 2.0, "seconds between collections of the objects made since the last one, "
+                        "after which the survivors (the shelf cache) leave the collector's sight (gc.freeze); "
+                        "0: Python's own full collections, which walk every object", 0, 86400),
+    "gc.sweep_s": Knob(float, 3600.0, "seconds between full garbage collections of the frozen objects too "
+                       "(one pause of up to a second with 100k cached shelves, logged; 0: never)", 0, 30 * 86400),
     "smpp.max_pdu": Knob(int, 65536, "largest accepted command_length in bytes", 64, 1048576),
     "smpp.reassembly_timeout": Knob(float, 60.0, "seconds to wait for the missing parts of a long MO", 1, 3600),
     "smpp.retry_max": Knob(int, 5, "delivery attempts of an MT before it fails", 1, 100),

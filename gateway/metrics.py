@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import CounterMetricFamily
 
+from gateway.gcstats import TALLY
 from gateway.offthread import Cached, in_thread_of
 from notifier.models import OUTBOX_STATES
 from notifier.outbox import Outbox
@@ -56,6 +57,8 @@ class GatewayMetrics:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.pdus = PduTally()
         r.register(self.pdus)
+        TALLY.install()
+        r.register(TALLY)
         self.binds = Gauge("gateway_smpp_binds", "SMPP sessions bound now, by account and bind type (tx/rx/trx)",
                            ["account", "bind_type"], registry=r)
         self.bind_attempts = Counter("gateway_smpp_bind_attempts", "bind requests by account, type and result "

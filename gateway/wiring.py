@@ -61,6 +61,9 @@ def build_surfaces(gateway, args, reactor, top: service.MultiService, smpp) -> d
     from gateway.learning_service import LearningService
 
     LearningService(gateway).setServiceParent(top)
+    from gateway.gcstats import GcService
+
+    GcService(gateway).setServiceParent(top)
     from gateway.stats import StatsProvider, instrument
 
     metrics = instrument(gateway, smpp)

@@ -50,7 +50,7 @@ from offers.catalog import CatalogOffer, OffersCatalog, normalize
 from offers.learning import EMPTY, LearnedSnapshot, assign_segment, segment_key
 from offers.models import PendingOrder, Refusal, ShelfView, Subscriber, Subscription
 from offers.shelf import DAY, candidates, default_fits, fit_items, load_inputs, rank, reply_vars
-from offers.shelf_cache import CachedShelf, ShelfCache, ShelfInputs
+from offers.shelf_cache import CachedShelf, ShelfCache, ShelfInputs, pack, unpack
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class Router:
             return None
         learned = self._learned
         arm, term = assign_segment(learned, entry.inputs.segment, msisdn)
-        items = rank(entry.inputs.candidates, self._knob("shelf.top_k"), term)
+        items = rank(unpack(catalog, entry.inputs.candidates), self._knob("shelf.top_k"), term)
         try:
             text, items = fit_items(catalog, items, entry.inputs.base, self._fits, self._knob("router.max_sms_parts"))
         except TemplateRenderError:
@@ -283,7 +283,7 @@ def _shelf(ctx: _Ctx, _arg: str) -> Reply:
     refused_until = min((at + days * DAY for at in ctx.refused.values()), default=None)
     r.shelf_cache.put(ctx.msg.sender, ctx.catalog, ctx.now, tuple(codes), text, refused_until,
                       exposure=(tuple(items), segment, arm), learned=learned,
-                      inputs=ShelfInputs(cands, base, segment))
+                      inputs=ShelfInputs(pack(ctx.catalog, cands), base, segment))
     return Reply(text, "shelf", SERVICE_NUMBER, {"offers": codes})
 
 

@@ -41,7 +41,7 @@ SHELF_CHANNEL = "sms"
 EXCLUDED = "excluded"  # the reason when none was asked for
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ShelfItem:
     rank: int
     code: str
@@ -267,8 +267,21 @@ def fit_items(catalog: OffersCatalog, items: tuple[ShelfItem, ...], base: Mappin
     if found is None:
         if len(catalog.memo) >= MAX_MEMO:
             catalog.memo.clear()
-        found = catalog.memo[key] = _fit_items(catalog, items, base, fits, max_parts)
+        text, fitted = _fit_items(catalog, items, base, fits, max_parts)
+        shared = _shared_items(catalog)
+        key = ("shelf", shared.setdefault(items, items), *key[2:])
+        found = catalog.memo[key] = (text, shared.setdefault(fitted, fitted))
     return found
+
+
+def _shared_items(catalog: OffersCatalog) -> dict[tuple[ShelfItem, ...], tuple[ShelfItem, ...]]:
+    """Equal shown-item tuples as one object per catalog: the memo's keys and values (and the shelf cache's
+    entries) then hold a few thousand distinct shelves, not one copy per subscriber, and the garbage
+    collector walks those few (gateway/gcstats.py)."""
+    shared = catalog.memo.get("shelf.items")
+    if shared is None or len(shared) >= MAX_MEMO:
+        shared = catalog.memo["shelf.items"] = {}
+    return shared
 
 
 MAX_MEMO = 50_000

@@ -31,9 +31,24 @@ MAX_SHARED_TEXTS = 50_000
 class ShelfInputs:
     """What a shelf is re-ranked from under a new learned snapshot without reading the database."""
 
-    candidates: tuple[tuple[float, Any], ...]  # (fixed score, offer) of every offer on the shelf (shelf.candidates)
+    # (fixed score, position in catalog.offers) of every offer on the shelf (shelf.candidates, packed: floats
+    # and ints only, so the garbage collector stops tracking these tuples; :func:`unpack` gives the offers)
+    candidates: tuple[tuple[float, int], ...]
     base: Any  # the reply template's subscriber variables
     segment: str  # the learned term's segment key
+
+
+def pack(catalog: Any, cands: tuple[tuple[float, Any], ...]) -> tuple[tuple[float, int], ...]:
+    """``(score, offer)`` pairs as ``(score, position of the offer in catalog.offers)``."""
+    index = catalog.memo.get("offer.index")
+    if index is None:
+        index = catalog.memo["offer.index"] = {id(offer): i for i, offer in enumerate(catalog.offers)}
+    return tuple((total, index[id(offer)]) for total, offer in cands)
+
+
+def unpack(catalog: Any, packed: tuple[tuple[float, int], ...]) -> tuple[tuple[float, Any], ...]:
+    offers = catalog.offers
+    return tuple((total, offers[i]) for total, i in packed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +68,7 @@ class ShelfCache:
     def __init__(self, size: int = DEFAULT_SIZE):
         self.size = size
         self._entries: OrderedDict[str, CachedShelf] = OrderedDict()
-        self._texts: dict[str, str] = {}
+        self._texts: dict[Any, Any] = {}  # shared texts, codes and exposures (equal -> one object)
         self._catalog: Any = None
         self._boundaries: list[float] = []
         self.stats = {"hits": 0, "misses": 0, "invalidations": 0, "reranks": 0}
@@ -92,11 +107,20 @@ class ShelfCache:
                                                entry.inputs))
 
     def _store(self, msisdn: str, entry: CachedShelf) -> CachedShelf:
+        # Identical texts, codes and shown items are shared between entries: 100k subscribers see a few
+        # thousand distinct shelves, and every object an entry does not own is one the garbage
+        # collector does not walk (gateway/gcstats.py)
         if len(self._texts) >= MAX_SHARED_TEXTS:
             self._texts.clear()
         text = self._texts.setdefault(entry.text, entry.text)
-        if text is not entry.text:
-            entry = CachedShelf(entry.catalog, entry.valid_until, entry.codes, text, entry.exposure, entry.learned,
+        codes = self._texts.setdefault(entry.codes, entry.codes)
+        exposure = self._texts.get(entry.exposure)
+        if exposure is None:
+            items, segment, arm = entry.exposure
+            exposure = (tuple(self._texts.setdefault(item, item) for item in items), segment, arm)
+            self._texts[exposure] = exposure
+        if text is not entry.text or codes is not entry.codes or exposure is not entry.exposure:
+            entry = CachedShelf(entry.catalog, entry.valid_until, codes, text, exposure, entry.learned,
                                 entry.inputs)
         self._entries[msisdn] = entry
         self._entries.move_to_end(msisdn)

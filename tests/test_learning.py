@@ -15,7 +15,8 @@ from core.db import session_factory
 from core.settings import Settings
 from offers import exposures, learning
 from offers.router import Inbound, Router
-from offers.shelf import build_shelf, candidates, load_inputs, rank
+from offers.shelf import build_shelf, candidates, fit_items, load_inputs, rank, reply_vars
+from offers.shelf_cache import pack, unpack
 from tests.harness import ROOT
 from tests.test_offers_support import NOW, demo_catalog, load_demo, make_test_engine
 
@@ -235,6 +236,18 @@ def test_rank_of_cached_candidates_is_the_shelf_built_afresh(demo_facts, person,
     cands = candidates(facts, CATALOG, active, refused, NOW)
     assert rank(cands, 5, term) == built.offers
     assert rank(cands, 5, None) == build_shelf(facts, CATALOG, active, refused, NOW, 5, explain=False).offers
+    assert rank(unpack(CATALOG, pack(CATALOG, cands)), 5, term) == built.offers  # as the cache keeps them
+
+
+def test_equal_shelves_share_one_items_tuple(demo_facts):
+    """Two subscribers' equal shelves fit to the same text and to one shared items tuple (the cache holds a
+    few distinct shelves, not a copy per subscriber: fewer objects for the garbage collector)."""
+    person = PEOPLE[0]
+    facts, active, refused = demo_facts[person]
+    base = reply_vars(facts, CATALOG, facts.get("name", ""))
+    first = fit_items(CATALOG, rank(candidates(facts, CATALOG, active, refused, NOW), 5), base)
+    second = fit_items(CATALOG, rank(candidates(facts, CATALOG, active, refused, NOW), 5), base)
+    assert first == second and first[1] is second[1]
 
 
 def test_incremental_fold_equals_a_recount_of_the_window(factory):

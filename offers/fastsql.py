@@ -26,14 +26,27 @@ _CURSOR = "fastsql.cursor"  # session.info key: (transaction, DBAPI cursor, para
 
 
 def _cursor(session: Session):
-    """A DBAPI cursor on the session's connection, kept for the rest of its transaction: asking the
-    session for its connection costs more than most of these statements."""
+    """The DBAPI cursor of the session's connection, remembered for the rest of its transaction: asking
+    the session for its connection costs more than most of these statements.
+
+    Each pooled connection has one cursor for its whole life (in the pool record's ``info``), used only
+    by the thread that has the connection checked out. A cursor per transaction, dropped with the
+    session, was freed by whichever thread's garbage collection found the session's cycle, and freeing
+    a sqlite3 cursor resets the prepared statement it last ran: the connection's statement cache had
+    lent that statement to the next transaction's cursor meanwhile, and the reset landed in the middle
+    of its ``executemany`` (``sqlite3.InterfaceError: bad parameter or other API misuse``: a batch
+    routed again one by one, three times in 20 minutes of the soak, each at the learned refresh,
+    whose thread had collected)."""
     transaction = session.get_transaction()
     cached = session.info.get(_CURSOR)
     if cached is not None and transaction is not None and cached[0] is transaction:
         return cached[1], cached[2]
     conn = session.connection()
-    found = conn.connection.dbapi_connection.cursor(), conn.dialect.paramstyle
+    pooled = conn.connection
+    cursor = pooled.info.get(_CURSOR)
+    if cursor is None or cursor.connection is not pooled.dbapi_connection:  # new, or the record reconnected
+        cursor = pooled.info[_CURSOR] = pooled.dbapi_connection.cursor()
+    found = cursor, conn.dialect.paramstyle
     session.info[_CURSOR] = (session.get_transaction(), *found)
     return found
 

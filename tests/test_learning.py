@@ -297,6 +297,32 @@ def test_a_savepoint_rolled_back_takes_back_only_its_own_buffered_rows(factory):
     assert shown == {"13800000001", "13800000003"} and views == {"13800000001"}
 
 
+def test_hot_path_cursor_belongs_to_the_connection_not_to_a_session(factory):
+    """fastsql's cursor belongs to the pooled connection: a session dropped in a cycle and collected later,
+    by whichever thread, frees no cursor. A cursor per session was freed that way, and freeing a sqlite3
+    cursor resets the prepared statement it last ran, which the connection's statement cache had lent to
+    the next transaction meanwhile (sqlite3.InterfaceError mid-executemany, seen in the soak)."""
+    import gc
+
+    from offers import fastsql
+
+    insert = "INSERT INTO shelf_views (msisdn, codes, at) VALUES (?, ?, ?)"
+    first = factory()
+    with first.begin():
+        fastsql.executemany(first, insert, [("13899990001", "[]", NOW)])
+        used, connection = fastsql._cursor(first)[0], first.connection().connection.dbapi_connection
+    first.close()
+    del first
+    gc.collect()
+    with factory() as second, second.begin():
+        if second.connection().connection.dbapi_connection is connection:  # the pool's last one back (LIFO)
+            assert fastsql._cursor(second)[0] is used
+        fastsql.executemany(second, insert, [("13899990002", "[]", NOW)])
+    with factory() as session:
+        found = session.execute(text("SELECT count(*) FROM shelf_views WHERE msisdn LIKE '1389999000%'")).scalar()
+    assert found == 2
+
+
 def test_two_folds_racing_add_the_events_once(factory, monkeypatch):
     """Another process folds the same interval while this one is counting: the compare-and-set on
     folded_until lets only the first add the events, and the counting held no write lock (the other

@@ -99,6 +99,18 @@ def ip_allowed(ip: str, allow: tuple[str, ...]) -> bool:
     return any(addr in ipaddress.ip_network(net, strict=False) for net in allow)
 
 
+def no_delay(transport: Any) -> None:
+    """TCP_NODELAY on an SMPP connection: PDUs are small and answered one by one, and with Nagle's
+    algorithm a deliver_sm written while an earlier segment was unacknowledged waited for the peer's
+    delayed ACK (40 ms on Linux): at half load the reply p99 sat at 39-40 ms whatever else changed."""
+    set_no_delay = getattr(transport, "setTcpNoDelay", None)
+    if set_no_delay is not None:
+        try:
+            set_no_delay(True)
+        except OSError:  # not a TCP socket (a test transport, a UNIX socket)
+            pass
+
+
 class SMPPServerProtocol(protocol.Protocol):
     def __init__(self, server: SMPPServerService):
         self.server = server
@@ -152,6 +164,7 @@ class SMPPServerProtocol(protocol.Protocol):
                         inactivity=settings["smpp.inactivity"], response=settings["smpp.response"])
         self.session = Session(SMSC, self.gateway.now, timers, window=settings["smpp.window"],
                                max_pdu_size=settings["smpp.max_pdu"])
+        no_delay(self.transport)
         peer = self.transport.getPeer()
         self.peer_ip = getattr(peer, "host", "")
         self.server.connections.add(self)

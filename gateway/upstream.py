@@ -175,6 +175,9 @@ class UpstreamLink(protocol.Protocol):
         self._callbacks: dict[int, Callable[[int | None, Any], None]] = {}
 
     def connectionMade(self) -> None:
+        from gateway.smpp_server import no_delay
+
+        no_delay(self.transport)
         c = self.client
         self.session = Session(ESME, c.reactor.seconds, c.timers, window=c.window)
         self.session.bind(self.kind, c.system_id, c.password)

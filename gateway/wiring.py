@@ -64,6 +64,10 @@ def build_surfaces(gateway, args, reactor, top: service.MultiService, smpp) -> d
     from gateway.gcstats import GcService
 
     GcService(gateway).setServiceParent(top)
+    if gateway.engine.dialect.name == "sqlite":
+        from gateway.checkpointer import Checkpointer
+
+        Checkpointer(gateway).setServiceParent(top)
     from gateway.stats import StatsProvider, instrument
 
     metrics = instrument(gateway, smpp)

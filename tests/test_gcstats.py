@@ -132,3 +132,4 @@ def test_cache_entries_share_equal_shown_items():
     assert one.exposure is two.exposure and one.codes is two.codes and one.text is two.text
     other = cache.put("3", catalog, 0.0, ("A", "B"), "text", exposure=(shown(), "seg2", "arm"))
     assert other.exposure[0][0] is one.exposure[0][0]  # items shared even where the exposure differs
+

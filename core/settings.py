@@ -34,8 +34,9 @@ KNOBS: dict[str, Knob] = {
     "smpp.ack_after_reply": Knob(bool, True, "a submit_sm to a service number is acknowledged when its reply is "
                                  "written to the ESME (not only committed), so the ESME's window bounds the "
                                  "replies in flight; held at most 1 s"),
-    "pipeline.batch_ms": Knob(float, 0.0, "under load, accepted messages are routed and committed together at most "
-                              "this often; 0: once per reactor turn, all that arrived in it (group commit)", 0, 1000),
+    "pipeline.batch_ms": Knob(float, 3.0, "under load, accepted messages are routed and committed together at most "
+                              "this often (an idle gateway commits at once, and a batch of 16 at the end of "
+                              "the reactor turn)", 0, 1000),
     "gc.freeze_s": Knob(float, 2.0, "seconds between collections of the objects made since the last one, "
                         "after which the survivors (the shelf cache) leave the collector's sight (gc.freeze); "
                         "0: Python's own full collections, which walk every object", 0, 86400),

@@ -265,6 +265,33 @@ def test_message_through_the_mo_pipeline(tmp_path):
     assert pipeline.stats["mo"] == 1
 
 
+def test_a_full_batch_commits_at_the_end_of_the_turn(tmp_path):
+    """Under load a batch waits up to pipeline.batch_ms for company, but one of FULL_BATCH messages commits
+    at the end of the reactor turn: an ESME sending plain submit_sm as fast as 4 windows of 10 allow waits
+    for those acknowledgements (a 3 ms wait capped it at ~10,000/s)."""
+    from gateway.pipeline import FULL_BATCH, Accepted, MOPipeline
+    from offers.router import Inbound
+
+    gateway, clock = make_gateway(tmp_path)
+    pipeline = MOPipeline(gateway)
+    done: list = []
+
+    def accept(i: int) -> None:
+        pipeline.accept(Accepted(Inbound("sms", f"1380000{i:04d}", "13900000000", "hi", "load"), f"m{i}", "load",
+                                 None, lambda _reply, error: done.append(error), route=False))
+
+    accept(0)
+    clock.advance(0)
+    assert done == [None]  # idle: at once
+    for i in range(1, FULL_BATCH):
+        accept(i)
+    clock.advance(0)
+    assert len(done) == 1  # under load: the batch window (3 ms) has not passed
+    accept(FULL_BATCH)
+    clock.advance(0)
+    assert len(done) == 1 + FULL_BATCH and not any(done)
+
+
 # --- fixtures ---------------------------------------------------------------------------------------------
 
 

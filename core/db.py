@@ -31,6 +31,10 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+# pages of WAL after which a commit checkpoints the log itself (SQLite's default is 1,000)
+AUTOCHECKPOINT_PAGES = 4000
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cur = dbapi_connection.cursor()
     # WAL lets readers (HTTP, reports) run while the outbox writer commits;
@@ -48,7 +52,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cur.execute("PRAGMA mmap_size=268435456")
     # A gateway checkpoints in a thread (gateway/checkpointer.py); the commits' own checkpoint is the
     # backstop that restarts the log, at 4,000 pages instead of 1,000
-    cur.execute("PRAGMA wal_autocheckpoint=4000")
+    cur.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
     cur.close()
 
 

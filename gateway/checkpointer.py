@@ -12,7 +12,7 @@ the second core does it). A passive checkpoint never waits for readers or the
 writer, so under constant writes it rarely reaches the end of the log, and only a
 checkpoint that does lets the next commit start the log again from its beginning.
 So the commits keep an automatic checkpoint too, at 4x the default
-(:data:`AUTOCHECKPOINT_PAGES`): by then the thread has copied nearly everything,
+(``core.db.AUTOCHECKPOINT_PAGES``): by then the thread has copied nearly everything,
 the inline one finishes the rest and the log restarts; the log stays bounded.
 """
 
@@ -22,15 +22,14 @@ import sqlite3
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import task, threads
+from twisted.internet import task
 from twisted.logger import Logger
 
-__all__ = ["AUTOCHECKPOINT_PAGES", "Checkpointer"]
+from gateway.offthread import in_thread_of
+
+__all__ = ["Checkpointer"]
 
 log = Logger(namespace="gateway.checkpoint")
-
-AUTOCHECKPOINT_PAGES = 4000
-
 
 class Checkpointer(service.Service):
     def __init__(self, gateway: Any):
@@ -65,7 +64,7 @@ class Checkpointer(service.Service):
     def tick(self) -> Any:
         if self._running is not None:
             return self._running
-        d = threads.deferToThreadPool(self.gateway.reactor, self.gateway.reactor.getThreadPool(), self.checkpoint)
+        d = in_thread_of(self.gateway.reactor)(self.checkpoint)
         d.addErrback(lambda f: log.failure("WAL checkpoint failed", f))
         d.addBoth(self._done)
         self._running = d

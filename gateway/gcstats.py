@@ -90,12 +90,6 @@ class GcTally:
                                      value=self.sweep_seconds)
         return [count, seconds, longest, frozen, swept, sweeps]
 
-    def figures(self) -> dict[str, Any]:
-        """Plain figures (for the benchmarks): collections, total and longest pause (ms) by generation."""
-        return {f"gen{gen}": {"collections": self.count[gen], "pause_ms": round(self.seconds[gen] * 1000, 1),
-                              "max_ms": round(self.max_seconds[gen] * 1000, 2)} for gen in range(3)} | {
-            "frozen": gc.get_freeze_count(), "freezes": self.freezes}
-
 
 TALLY = GcTally()
 

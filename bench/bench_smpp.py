@@ -134,7 +134,7 @@ def measure(args: argparse.Namespace) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        db_url = database_copy(workdir, args.population, args.active)
+        db_url = database_copy(workdir, args.population, args.active, args.history)
         profile_path = workdir / "gateway.prof"
         sampling = args.profile and py_spy() is not None
         if args.profile and not sampling and args.workers != 1:
@@ -201,7 +201,7 @@ def summarise(results: dict, args: argparse.Namespace) -> dict:
     rt, null_rt = results["gateway_round_trip"], results["null_round_trip"]
     sub, null_sub = results["gateway_submit"], results["null_submit"]
     return {
-        "population": args.population, "active": args.active, "workers": args.workers,
+        "population": args.population, "active": args.active, "history": args.history, "workers": args.workers,
         "round_trips_per_s": rt["reply_tps"], "round_trip_p50_ms": rt["reply_p50_ms"],
         "round_trip_p95_ms": rt["reply_p95_ms"], "round_trip_p99_ms": rt["reply_p99_ms"],
         "null_round_trips_per_s": null_rt["reply_tps"],
@@ -252,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=120.0, help="time limit of each load run (s)")
     parser.add_argument("--population", type=int, default=1_000_000, help="subscribers in the database")
     parser.add_argument("--active", type=int, default=100_000, help="subscribers the load is spread over")
+    parser.add_argument("--history", type=int, default=0, metavar="N",
+                        help='start from a database aged by N past "200" round trips (bench/history.py): '
+                             "the soak's grown tables in minutes (6,652,800 = an hour at 1,848/s)")
     parser.add_argument("--profile", action="store_true",
                         help="sample one more steady run with py-spy (every worker) and print the top functions")
     parser.add_argument("--workers", type=int, default=1,

@@ -58,12 +58,17 @@ def build(path: Path, size: int, distinct: int) -> None:
     tmp.rename(path)
 
 
-def database_copy(workdir: Path, size: int, distinct: int) -> str:
-    """A SQLite URL of a fresh copy of the cached population database (built on first use)."""
+def database_copy(workdir: Path, size: int, distinct: int, history: int = 0) -> str:
+    """A SQLite URL of a fresh copy of the cached population database (built on first use); with
+    ``history``, aged by that many past "200" round trips (bench/history.py, cached too)."""
     path = cached_path(size, distinct)
     if not path.exists():
         OUT.mkdir(parents=True, exist_ok=True)
         build(path, size, distinct)
+    if history:
+        from bench.history import aged_copy
+
+        path = aged_copy(path, distinct, history)
     target = workdir / "gateway.db"
     shutil.copyfile(path, target)
     return f"sqlite:///{target}"

@@ -48,13 +48,13 @@ def window_seconds(seconds: float) -> float:
 
 
 def soak(rate: float | None, seconds: float, population: int, active: int, workers: int,
-         overrides: tuple[str, ...] = ()) -> dict:
+         overrides: tuple[str, ...] = (), history: int = 0) -> dict:
     from bench.population import database_copy
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         gw = start_gateway(workdir, "--fixtures", str(bench_fixtures(workdir)), "--population", str(population),
-                           "--log-format", "json", *[arg for pair in overrides for arg in ("--set", pair)], db_url=database_copy(workdir, population, active), workers=workers)
+                           "--log-format", "json", *[arg for pair in overrides for arg in ("--set", pair)], db_url=database_copy(workdir, population, active, history), workers=workers)
         try:
             def full_speed(count: int) -> dict:
                 return run_load(gw.ports["smpp"], count=count, duration=300, message="200",
@@ -124,12 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3600.0)
     parser.add_argument("--population", type=int, default=1_000_000)
     parser.add_argument("--active", type=int, default=100_000)
+    parser.add_argument("--history", type=int, default=0, metavar="N",
+                        help='start from a database aged by N past "200" round trips (bench/history.py)')
     parser.add_argument("--workers", type=int, default=1,
                         help="gateway worker processes (default 1, as `serve` ships on SQLite)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a gateway setting other than the shipped default (repeatable)")
     args = parser.parse_args(argv)
-    result = soak(args.rate, args.seconds, args.population, args.active, args.workers, tuple(args.set))
+    result = soak(args.rate, args.seconds, args.population, args.active, args.workers, tuple(args.set), args.history)
     result["workers"] = args.workers
     write_result("soak", result)
     print(json.dumps({k: v for k, v in result.items() if k != "windows"}))

@@ -241,6 +241,13 @@ def print_table(summary: dict, profile: str | None) -> None:
             for gen, row in sorted(summary["gc"].items()) if gen.startswith("gen"))
             + f"; frozen objects {summary['gc'].get('frozen', {}).get('objects', 0):,.0f}; sweeps "
             + str(summary["gc"].get("sweep", {})))
+    wal = (summary.get("gc") or {}).get("wal")
+    if wal:
+        console.print(f"WAL checkpoints in the thread: {wal.get('checkpoints_total', 0):,.0f} "
+                      f"({wal.get('checkpoint_busy_total', 0):,.0f} busy), "
+                      f"{wal.get('checkpoint_seconds_total', 0):.1f} s in all, the longest "
+                      f"{wal.get('checkpoint_max_seconds', 0) * 1000:.0f} ms; "
+                      f"log at the last one: {wal.get('wal_frames', 0):,.0f} pages")
     if profile:
         console.print(f"gateway hot path, top {PROFILE_TOP} functions:")
         console.print(profile, markup=False, highlight=False)

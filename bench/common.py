@@ -276,4 +276,11 @@ def gc_figures(http_port: int) -> dict[str, dict[str, float]]:
     frozen = re.search(r"^gateway_gc_frozen_objects ([0-9.e+-]+)$", text, re.M)
     if frozen:
         out["frozen"] = {"objects": float(frozen.group(1))}
+    # the checkpoint thread's figures (gateway/checkpointer.py), beside the collector's: both are pauses
+    # the reactor does not take any more
+    for name in ("checkpoints_total", "checkpoint_busy_total", "checkpoint_seconds_total",
+                 "checkpoint_max_seconds", "wal_frames"):
+        found = re.search(rf"^gateway_sqlite_{name} ([0-9.e+-]+)$", text, re.M)
+        if found:
+            out.setdefault("wal", {})[name] = float(found.group(1))
     return out

@@ -42,9 +42,9 @@ KNOBS: dict[str, Knob] = {
                         "0: Python's own full collections, which walk every object", 0, 86400),
     "gc.sweep_s": Knob(float, 3600.0, "seconds between full garbage collections of the frozen objects too "
                        "(one pause of up to a second with 100k cached shelves, logged; 0: never)", 0, 30 * 86400),
-    "sqlite.checkpoint_ms": Knob(float, 250.0, "milliseconds between WAL checkpoints done in a thread, so the "
-                                 "reactor's commits rarely copy the log themselves (0: only SQLite's own, in the "
-                                 "commits, every 4,000 pages)", 0, 60000),
+    "sqlite.checkpoint_ms": Knob(float, 50.0, "milliseconds between WAL checkpoints done in a thread, so the "
+                                 "reactor's commits never copy and sync the log themselves (0: only SQLite's own, "
+                                 "in the commits, every 16,000 pages)", 0, 60000),
     "smpp.max_pdu": Knob(int, 65536, "largest accepted command_length in bytes", 64, 1048576),
     "smpp.reassembly_timeout": Knob(float, 60.0, "seconds to wait for the missing parts of a long MO", 1, 3600),
     "smpp.retry_max": Knob(int, 5, "delivery attempts of an MT before it fails", 1, 100),

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import CounterMetricFamily
 
+from gateway.checkpointer import WAL
 from gateway.gcstats import TALLY
 from gateway.offthread import Cached, in_thread_of
 from notifier.models import OUTBOX_STATES
@@ -59,6 +60,7 @@ class GatewayMetrics:
         r.register(self.pdus)
         TALLY.install()
         r.register(TALLY)
+        r.register(WAL)
         self.binds = Gauge("gateway_smpp_binds", "SMPP sessions bound now, by account and bind type (tx/rx/trx)",
                            ["account", "bind_type"], registry=r)
         self.bind_attempts = Counter("gateway_smpp_bind_attempts", "bind requests by account, type and result "

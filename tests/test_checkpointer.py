@@ -8,7 +8,7 @@ from sqlalchemy import create_engine
 from twisted.internet import task
 
 from core.settings import Settings
-from gateway.checkpointer import Checkpointer
+from gateway.checkpointer import Checkpointer, WalTally
 
 
 class _Gateway:
@@ -34,9 +34,11 @@ def test_a_passive_checkpoint_copies_the_whole_log_when_nobody_writes(tmp_path):
     try:
         svc = Checkpointer(_Gateway(f"sqlite:///{path}"))
         svc._path = str(path)
+        svc.tally = tally = WalTally()
         busy, frames, copied = svc.checkpoint()
         assert busy == 0 and frames > 0 and copied == frames
-        assert svc.stats["checkpoints"] == 1
+        assert (tally.checkpoints, tally.busy, tally.frames) == (1, 0, frames)
+        assert 0 < tally.seconds == tally.max_seconds
         svc._close()
     finally:
         writer.close()
@@ -59,3 +61,25 @@ def test_the_service_runs_only_when_asked(tmp_path):
     on._running = None
     on.stopService()
     assert not on._loop.running
+
+
+def test_the_checkpoints_are_on_metrics():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    tally = WalTally()
+    tally.add(0, 3500, 0.004)
+    tally.add(1, 120, 0.002)
+    registry = CollectorRegistry()
+    registry.register(tally)
+    text = generate_latest(registry).decode()
+    for line in ("gateway_sqlite_checkpoints_total 2.0", "gateway_sqlite_checkpoint_busy_total 1.0",
+                 "gateway_sqlite_checkpoint_seconds_total 0.006", "gateway_sqlite_checkpoint_max_seconds 0.004",
+                 "gateway_sqlite_wal_frames 120.0"):
+        assert line in text, line
+
+
+def test_the_thread_checkpoints_often_and_the_commits_only_as_a_backstop():
+    from core.db import AUTOCHECKPOINT_PAGES
+
+    assert Settings()["sqlite.checkpoint_ms"] == 50.0
+    assert AUTOCHECKPOINT_PAGES == 16000

@@ -15,6 +15,7 @@ from core.db import Base
 
 OUTBOX_STATES = ("queued", "sending", "sent", "delivered", "failed", "expired")
 FINAL_STATES = ("delivered", "failed", "expired")
+LIVE_STATES = ("queued", "sending", "sent")  # rows a sender or a receipt will still change
 
 
 class OutboxMessage(Base):

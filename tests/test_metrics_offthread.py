@@ -100,3 +100,27 @@ def test_metrics_and_the_first_dashboard_ticks_scan_nothing_on_the_reactor_threa
         plan = _plan(gateway, statement, parameters)
         scans = [step for step in plan.split(" | ") if step.startswith("SCAN")]
         assert not scans, f"{statement!r} scans: {plan}"
+
+
+def test_the_live_states_are_counted_at_every_refresh_the_final_ones_every_five_minutes(gateway):
+    from gateway.metrics import FINAL_COUNT_S, outbox_figures
+
+    seen = _statements(gateway)
+    figures = outbox_figures(gateway)
+    assert figures.get() is not None  # the pool here runs at once
+    assert (figures.value.depth["queued"], figures.value.depth["delivered"]) == (100, 100)
+    with gateway.db() as session, session.begin():
+        session.execute(text("UPDATE outbox SET state = 'delivered' WHERE state = 'queued'"))
+    gateway.reactor.advance(10)
+    figures.get()
+    assert (figures.value.depth["queued"], figures.value.depth["delivered"]) == (0, 100), "totals wait"
+    counts = [s for _, s, p in seen if "GROUP BY outbox.state" in s]
+    assert len(counts) == 3, "live, final, then live only"
+    gateway.reactor.advance(FINAL_COUNT_S)
+    figures.get()
+    assert (figures.value.depth["queued"], figures.value.depth["delivered"]) == (0, 200)
+    # each count walks the state index over its own states only
+    for statement in counts:
+        parameters = next(p for _, s, p in seen if s == statement)
+        plan = _plan(gateway, statement, parameters)
+        assert "ix_outbox_due" in plan and not [x for x in plan.split(" | ") if x.startswith("SCAN outbox ")], plan

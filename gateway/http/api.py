@@ -44,9 +44,10 @@ from gateway.http.routes import (
     Route,
     klein_path,
 )
-from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics, refresh_from_db
+from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics, outbox_figures, refresh_from_db
 from gateway.smpp.text import fits_parts
 from notifier.campaigns import campaign_summaries
+from notifier.models import FINAL_STATES, LIVE_STATES
 from notifier.outbox import new_message_id
 from notifier.product_reports import product_csv
 from notifier.reports import campaign_report, csv_text
@@ -629,7 +630,9 @@ class OpsApi:
             query = query.where(OutboxMessage.campaign_id == campaign)
         with self.gw.db() as session:
             rows = list(session.scalars(query.offset(offset).limit(limit + 1)))
-            depth = Outbox.depth_by_state(session)
+            depth = Outbox.depth_by_state(session, LIVE_STATES)  # exact now; the final ones as /metrics has them
+        figures = outbox_figures(self.gw).get()
+        depth.update({state: figures.depth.get(state, 0) for state in FINAL_STATES} if figures is not None else {})
         return self._paged(request, [_outbox_row(r) for r in rows], limit, offset, depth=depth)
 
     def message(self, request: Any, body: dict[str, Any]) -> Any:

@@ -229,8 +229,14 @@ def _as_dict(row: Exposure) -> Mapping[str, Any]:
     return {c.key: getattr(row, c.key) for c in Exposure.__table__.columns}
 
 
-def record_shelf(session: Session, msisdn: str, channel: str, items: Any, at: float, segment: str,
-                 arm: str) -> None:
-    """The offers of one shelf reply (SMS "200" or a USSD offers page), each with its rank."""
-    record_exposures(session, [(_PREFIX | next(_COUNTER), msisdn, i.code, channel, "shelf", i.rank, segment, arm, at)
-                               for i in items])
+def shown(items: Any) -> tuple[tuple[int, str], ...]:
+    """The (rank, offer code) pairs of shown shelf items, as :func:`record_shelf` takes them: a tuple of ints
+    and strings, which the garbage collector stops tracking, so the shelf cache keeps it for free."""
+    return tuple((i.rank, i.code) for i in items)
+
+
+def record_shelf(session: Session, msisdn: str, channel: str, pairs: tuple[tuple[int, str], ...], at: float,
+                 segment: str, arm: str) -> None:
+    """The offers of one shelf reply (SMS "200" or a USSD offers page): (rank, code) pairs from :func:`shown`."""
+    record_exposures(session, [(_PREFIX | next(_COUNTER), msisdn, code, channel, "shelf", rank, segment, arm, at)
+                               for rank, code in pairs])

@@ -183,8 +183,8 @@ class Router:
                 cached = self._rerank(msg.sender, cached, catalog)
             if cached is not None:  # the steady-state "200": no read; the shelf view and its exposures
                 _remember_shelf(session, msg.sender, cached.codes, now)
-                items, segment, arm = cached.exposure
-                exposures.record_shelf(session, msg.sender, msg.channel, items, now, segment, arm)
+                pairs, segment, arm = cached.exposure
+                exposures.record_shelf(session, msg.sender, msg.channel, pairs, now, segment, arm)
                 return Reply(cached.text, "shelf", SERVICE_NUMBER, {"offers": list(cached.codes)})
         if ctx.facts() is None:
             return ctx.reply("not_subscriber", "not_subscriber")
@@ -205,7 +205,7 @@ class Router:
         except TemplateRenderError:
             return None  # the full path logs it and answers with the help
         return self.shelf_cache.rerank(msisdn, entry, tuple(i.code for i in items), text,
-                                       (tuple(items), entry.inputs.segment, arm), learned)
+                                       (exposures.shown(items), entry.inputs.segment, arm), learned)
 
     def _digit(self, ctx: _Ctx, digit: str) -> Reply | None:
         """The newest open prompt takes the digit (None when none is open); the shelf is one candidate
@@ -279,10 +279,11 @@ def _shelf(ctx: _Ctx, _arg: str) -> Reply:
         return ctx.reply("help", "help")
     codes = [i.code for i in items]
     _remember_shelf(ctx.session, ctx.msg.sender, codes, ctx.now)
-    exposures.record_shelf(ctx.session, ctx.msg.sender, ctx.msg.channel, items, ctx.now, segment, arm)
+    pairs = exposures.shown(items)
+    exposures.record_shelf(ctx.session, ctx.msg.sender, ctx.msg.channel, pairs, ctx.now, segment, arm)
     refused_until = min((at + days * DAY for at in ctx.refused.values()), default=None)
     r.shelf_cache.put(ctx.msg.sender, ctx.catalog, ctx.now, tuple(codes), text, refused_until,
-                      exposure=(tuple(items), segment, arm), learned=learned,
+                      exposure=(pairs, segment, arm), learned=learned,
                       inputs=ShelfInputs(pack(ctx.catalog, cands), base, segment))
     return Reply(text, "shelf", SERVICE_NUMBER, {"offers": codes})
 

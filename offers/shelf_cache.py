@@ -57,7 +57,9 @@ class CachedShelf:
     valid_until: float
     codes: tuple[str, ...]
     text: str
-    exposure: tuple[tuple[Any, ...], str, str]  # (shown items, segment, arm): recorded again on every hit
+    # ((rank, code) of each shown offer, segment, arm): recorded again on every hit; ints and strings in plain
+    # tuples, which the garbage collector stops tracking (offers.exposures.shown)
+    exposure: tuple[tuple[tuple[int, str], ...], str, str]
     learned: Any = None  # the learned snapshot ``codes`` were ranked under (compared by identity)
     inputs: ShelfInputs | None = None  # to rank again under another learned snapshot
 
@@ -86,7 +88,7 @@ class ShelfCache:
         return entry
 
     def put(self, msisdn: str, catalog: Any, now: float, codes: tuple[str, ...], text: str,
-            refused_until: float | None = None, exposure: tuple[tuple[Any, ...], str, str] = ((), "", ""),
+            refused_until: float | None = None, exposure: tuple[tuple[tuple[int, str], ...], str, str] = ((), "", ""),
             learned: Any = None, inputs: ShelfInputs | None = None) -> CachedShelf:
         """Remember a shelf computed at ``now``; ``refused_until``: the earliest end of a refusal window."""
         if catalog is not self._catalog:
@@ -100,7 +102,7 @@ class ShelfCache:
         return self._store(msisdn, CachedShelf(catalog, valid_until, codes, text, exposure, learned, inputs))
 
     def rerank(self, msisdn: str, entry: CachedShelf, codes: tuple[str, ...], text: str,
-               exposure: tuple[tuple[Any, ...], str, str], learned: Any) -> CachedShelf:
+               exposure: tuple[tuple[tuple[int, str], ...], str, str], learned: Any) -> CachedShelf:
         """The same inputs ranked under another learned snapshot (same validity)."""
         self.stats["reranks"] += 1
         return self._store(msisdn, CachedShelf(entry.catalog, entry.valid_until, codes, text, exposure, learned,

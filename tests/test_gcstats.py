@@ -11,6 +11,7 @@ from twisted.internet import task
 from core.settings import Settings
 from gateway.gcstats import TALLY, GcService, GcTally
 from gateway.metrics import GatewayMetrics
+from offers import exposures
 from offers.shelf import ShelfItem
 from offers.shelf_cache import ShelfCache, pack, unpack
 
@@ -126,10 +127,17 @@ def test_packed_candidates_hold_no_objects_and_unpack_to_the_same_offers():
 def test_cache_entries_share_equal_shown_items():
     cache = ShelfCache()
     catalog = _Catalog([])
-    shown = lambda: (ShelfItem(1, "A", "a", 1.0, "KT A"), ShelfItem(2, "B", "b", 2.0, "KT B"))  # noqa: E731
+    shown = lambda: exposures.shown((ShelfItem(1, "A", "a", 1.0, "KT A"), ShelfItem(2, "B", "b", 2.0, "KT B")))  # noqa: E731
     one = cache.put("1", catalog, 0.0, ("A", "B"), "text", exposure=(shown(), "seg", "arm"))
     two = cache.put("2", catalog, 0.0, ("A", "B"), "text", exposure=(shown(), "seg", "arm"))
     assert one.exposure is two.exposure and one.codes is two.codes and one.text is two.text
     other = cache.put("3", catalog, 0.0, ("A", "B"), "text", exposure=(shown(), "seg2", "arm"))
     assert other.exposure[0][0] is one.exposure[0][0]  # items shared even where the exposure differs
+    # what an entry keeps besides itself is ints and strings in plain tuples: after the collections that
+    # see them the collector no longer tracks them, so a re-ranked shelf adds one walked object, not ten
+    fresh = cache.put("4", catalog, 0.0, ("C",), "text 4", exposure=(exposures.shown(
+        (ShelfItem(1, "C", "c", 3.0, "KT C"),)), "seg3", "arm"))
+    gc.collect()
+    gc.collect()
+    assert not any(gc.is_tracked(x) for x in (fresh.exposure, fresh.exposure[0], fresh.exposure[0][0], fresh.codes))
 

@@ -282,7 +282,7 @@ def test_a_savepoint_rolled_back_takes_back_only_its_own_buffered_rows(factory):
     from offers import fastsql
     from offers.shelf import ShelfItem
 
-    items = (ShelfItem(1, "LL30", "n", 30.0, "KTLL30"),)
+    items = exposures.shown((ShelfItem(1, "LL30", "n", 30.0, "KTLL30"),))
     with factory() as session, session.begin():
         exposures.record_shelf(session, "13800000001", "sms", items, NOW, "GT:mid", "fixed")
         fastsql.remember_shelf(session, "13800000001", ["LL30"], NOW)

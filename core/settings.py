@@ -42,6 +42,8 @@ KNOBS: dict[str, Knob] = {
                         "0: Python's own full collections, which walk every object", 0, 86400),
     "gc.sweep_s": Knob(float, 3600.0, "seconds between full garbage collections of the frozen objects too "
                        "(one pause of up to a second with 100k cached shelves, logged; 0: never)", 0, 30 * 86400),
+    "malloc.trim_s": Knob(float, 60.0, "seconds between malloc_trim calls handing the C allocator's free pages "
+                          "back to the system (glibc keeps what the thread pool freed; 0: never)", 0, 86400),
     "sqlite.checkpoint_ms": Knob(float, 50.0, "milliseconds between WAL checkpoints done in a thread, so the "
                                  "reactor's commits never copy and sync the log themselves (0: only SQLite's own, "
                                  "in the commits, every 16,000 pages)", 0, 60000),

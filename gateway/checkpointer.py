@@ -113,10 +113,9 @@ class Checkpointer(service.Service):
     def tick(self) -> Any:
         if self._running is not None:
             return self._running
-        d = in_thread_of(self.gateway.reactor)(self.checkpoint)
+        d = self._running = in_thread_of(self.gateway.reactor)(self.checkpoint)
         d.addErrback(lambda f: log.failure("WAL checkpoint failed", f))
-        d.addBoth(self._done)
-        self._running = d
+        d.addBoth(self._done)  # before it is done: at once when the call was (a clock without threads)
         return d
 
     def _done(self, _result: Any) -> None:

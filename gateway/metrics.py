@@ -19,6 +19,7 @@ from prometheus_client.metrics_core import CounterMetricFamily
 
 from gateway.checkpointer import WAL
 from gateway.gcstats import TALLY
+from gateway.memtrim import TRIMS
 from gateway.offthread import Cached, in_thread_of
 from notifier.models import FINAL_STATES, LIVE_STATES, OUTBOX_STATES
 from notifier.outbox import Outbox
@@ -61,6 +62,7 @@ class GatewayMetrics:
         TALLY.install()
         r.register(TALLY)
         r.register(WAL)
+        r.register(TRIMS)
         self.binds = Gauge("gateway_smpp_binds", "SMPP sessions bound now, by account and bind type (tx/rx/trx)",
                            ["account", "bind_type"], registry=r)
         self.bind_attempts = Counter("gateway_smpp_bind_attempts", "bind requests by account, type and result "

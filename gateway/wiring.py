@@ -64,6 +64,9 @@ def build_surfaces(gateway, args, reactor, top: service.MultiService, smpp) -> d
     from gateway.gcstats import GcService
 
     GcService(gateway).setServiceParent(top)
+    from gateway.memtrim import MemoryTrimmer
+
+    MemoryTrimmer(gateway).setServiceParent(top)
     if gateway.engine.dialect.name == "sqlite":
         from gateway.checkpointer import Checkpointer
 

@@ -1,0 +1,136 @@
+"""Memory the C allocator holds but nobody uses, given back to the system every ``malloc.trim_s``.
+
+Python's objects live in its own arenas, but everything bigger than 512 bytes and
+everything SQLite allocates (its page caches, statements, query results) comes
+from glibc's ``malloc``, and glibc gives every thread that allocates an arena of its
+own. The thread pool's jobs (the learned refresh, the checkpoints, the outbox
+counts) allocate a lot for a moment and free it, and glibc keeps the freed pages:
+it returns memory to the system only from the top of a heap. In the one-hour soak
+the process grew 542 -> 590 MB while, asked with ``malloc_stats()`` after 40
+minutes, glibc held 256 MB of which 66 MB were in use: five thread arenas of
+25-43 MB each with under 1 MB in use.
+
+:class:`MemoryTrimmer` calls glibc's ``malloc_trim(0)`` in the thread pool every
+``malloc.trim_s`` seconds (60; 0: never), which hands every free page of every arena
+back to the system (``madvise``), without moving anything that is in use. It is
+counted on ``/metrics``: ``gateway_malloc_trims_total``,
+``gateway_malloc_trim_released_bytes_total`` (resident memory before minus after)
+and ``gateway_malloc_trim_seconds_total``. Where the C library is not glibc there
+is nothing to call and the service says so once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import time
+from typing import Any
+
+from prometheus_client.metrics_core import CounterMetricFamily
+from twisted.application import service
+from twisted.internet import task
+from twisted.logger import Logger
+
+from gateway.offthread import in_thread_of
+
+__all__ = ["TRIMS", "MemoryTrimmer", "TrimTally", "malloc_trim", "resident_bytes"]
+
+log = Logger(namespace="gateway.memory")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _libc_trim() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_TRIM = _libc_trim()
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (``/proc/self/statm``; 0 where there is none)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def malloc_trim() -> bool | None:
+    """Give the allocator's free pages back; True when some were, None without glibc."""
+    return None if _TRIM is None else bool(_TRIM(0))
+
+
+class TrimTally:
+    def __init__(self) -> None:
+        self.trims = 0
+        self.released = 0  # bytes: resident memory before a trim minus after it
+        self.seconds = 0.0
+
+    def trim(self) -> int | None:
+        """One trim, counted; returns the resident bytes it released (None without glibc)."""
+        before, started = resident_bytes(), time.perf_counter()
+        if malloc_trim() is None:
+            return None
+        released = max(0, before - resident_bytes())
+        self.trims += 1
+        self.released += released
+        self.seconds += time.perf_counter() - started
+        return released
+
+    def collect(self) -> list[Any]:
+        return [
+            CounterMetricFamily("gateway_malloc_trims", "malloc_trim calls (free allocator pages handed back)",
+                                value=self.trims),
+            CounterMetricFamily("gateway_malloc_trim_released_bytes", "resident memory the trims gave back",
+                                value=self.released),
+            CounterMetricFamily("gateway_malloc_trim_seconds", "time spent trimming, in the thread pool",
+                                value=self.seconds),
+        ]
+
+
+TRIMS = TrimTally()
+
+
+class MemoryTrimmer(service.Service):
+    def __init__(self, gateway: Any):
+        self.gateway = gateway
+        self.tally = TRIMS
+        self._loop: task.LoopingCall | None = None
+        self._running: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        every = float(self.gateway.settings["malloc.trim_s"])
+        if every <= 0:
+            return
+        if _TRIM is None:
+            log.info("malloc.trim_s is set but this C library has no malloc_trim: nothing to trim")
+            return
+        self._loop = task.LoopingCall(self.tick)
+        self._loop.clock = self.gateway.reactor
+        self._loop.start(every, now=False)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        return self._running
+
+    def tick(self) -> Any:
+        if self._running is not None:
+            return self._running
+        d = self._running = in_thread_of(self.gateway.reactor)(self.tally.trim)
+        d.addErrback(lambda f: log.failure("malloc_trim failed", f))
+        d.addBoth(self._done)  # before it is done: at once when the call was (a clock without threads)
+        return d
+
+    def _done(self, result: Any) -> Any:
+        self._running = None
+        return result

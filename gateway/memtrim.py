@@ -6,7 +6,7 @@ from glibc's ``malloc``, and glibc gives every thread that allocates an arena of
 own. The thread pool's jobs (the learned refresh, the checkpoints, the outbox
 counts) allocate a lot for a moment and free it, and glibc keeps the freed pages:
 it returns memory to the system only from the top of a heap. In the one-hour soak
-the process grew 542 -> 590 MB while, asked with ``malloc_stats()`` after 40
+the process grew 542 -> 598 MB while, asked with ``malloc_stats()`` after 40
 minutes, glibc held 256 MB of which 66 MB were in use: five thread arenas of
 25-43 MB each with under 1 MB in use.
 

@@ -35,15 +35,10 @@ import time
 from typing import Any
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
-from twisted.application import service
-from twisted.internet import task
-from twisted.logger import Logger
 
-from gateway.offthread import in_thread_of
+from gateway.offthread import EveryInThread
 
 __all__ = ["WAL", "Checkpointer", "WalTally"]
-
-log = Logger(namespace="gateway.checkpoint")
 
 
 class WalTally:
@@ -80,46 +75,32 @@ class WalTally:
 
 WAL = WalTally()
 
-class Checkpointer(service.Service):
+
+class Checkpointer(EveryInThread):
+    what = "WAL checkpoint"
+
     def __init__(self, gateway: Any):
-        self.gateway = gateway
-        self._loop: task.LoopingCall | None = None
-        self._running: Any = None
+        super().__init__(gateway)
         self._conn: sqlite3.Connection | None = None
         self.tally = WAL
 
-    def startService(self) -> None:
-        super().startService()
-        every = float(self.gateway.settings["sqlite.checkpoint_ms"]) / 1000.0
+    def every_s(self) -> float:
         path = self.gateway.engine.url.database
-        if every <= 0 or not path or path == ":memory:":
-            return
+        if not path or path == ":memory:":
+            return 0.0
         self._path = path
-        self._loop = task.LoopingCall(self.tick)
-        self._loop.clock = self.gateway.reactor
-        self._loop.start(every, now=False)
+        return float(self.gateway.settings["sqlite.checkpoint_ms"]) / 1000.0
+
+    def job(self) -> tuple[int, int, int]:
+        return self.checkpoint()
 
     def stopService(self) -> Any:
-        super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        running, self._running = self._running, None
+        running = super().stopService()
         if running is not None:
             running.addBoth(lambda _: self._close())
             return running
         self._close()
         return None
-
-    def tick(self) -> Any:
-        if self._running is not None:
-            return self._running
-        d = self._running = in_thread_of(self.gateway.reactor)(self.checkpoint)
-        d.addErrback(lambda f: log.failure("WAL checkpoint failed", f))
-        d.addBoth(self._done)  # before it is done: at once when the call was (a clock without threads)
-        return d
-
-    def _done(self, _result: Any) -> None:
-        self._running = None
 
     def checkpoint(self) -> tuple[int, int, int]:
         """One passive checkpoint: (busy, frames in the log, frames copied)."""

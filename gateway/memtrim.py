@@ -28,11 +28,9 @@ import time
 from typing import Any
 
 from prometheus_client.metrics_core import CounterMetricFamily
-from twisted.application import service
-from twisted.internet import task
 from twisted.logger import Logger
 
-from gateway.offthread import in_thread_of
+from gateway.offthread import EveryInThread
 
 __all__ = ["TRIMS", "MemoryTrimmer", "TrimTally", "malloc_trim", "resident_bytes"]
 
@@ -98,39 +96,19 @@ class TrimTally:
 TRIMS = TrimTally()
 
 
-class MemoryTrimmer(service.Service):
+class MemoryTrimmer(EveryInThread):
+    what = "malloc_trim"
+
     def __init__(self, gateway: Any):
-        self.gateway = gateway
+        super().__init__(gateway)
         self.tally = TRIMS
-        self._loop: task.LoopingCall | None = None
-        self._running: Any = None
 
-    def startService(self) -> None:
-        super().startService()
+    def every_s(self) -> float:
         every = float(self.gateway.settings["malloc.trim_s"])
-        if every <= 0:
-            return
-        if _TRIM is None:
+        if every > 0 and _TRIM is None:
             log.info("malloc.trim_s is set but this C library has no malloc_trim: nothing to trim")
-            return
-        self._loop = task.LoopingCall(self.tick)
-        self._loop.clock = self.gateway.reactor
-        self._loop.start(every, now=False)
+            return 0.0
+        return every
 
-    def stopService(self) -> Any:
-        super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        return self._running
-
-    def tick(self) -> Any:
-        if self._running is not None:
-            return self._running
-        d = self._running = in_thread_of(self.gateway.reactor)(self.tally.trim)
-        d.addErrback(lambda f: log.failure("malloc_trim failed", f))
-        d.addBoth(self._done)  # before it is done: at once when the call was (a clock without threads)
-        return d
-
-    def _done(self, result: Any) -> Any:
-        self._running = None
-        return result
+    def job(self) -> int | None:
+        return self.tally.trim()

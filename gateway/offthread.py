@@ -1,16 +1,18 @@
-"""Database figures too costly for the reactor thread (counts over big tables), computed in the
-reactor's thread pool and cached: readers on the reactor thread get the last value at once and
-start a refresh when it is older than ``max_age_s``; at most one refresh runs at a time."""
+"""Work kept off the reactor thread, in its thread pool: database figures too costly for it (counts
+over big tables), cached (:class:`Cached`: readers on the reactor thread get the last value at once
+and start a refresh when it is older than ``max_age_s``; at most one refresh runs at a time), and
+periodic jobs (:class:`EveryInThread`: the WAL checkpoints, the allocator's trims)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from twisted.internet import defer, threads
+from twisted.application import service
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
-__all__ = ["Cached", "in_thread_of"]
+__all__ = ["Cached", "EveryInThread", "in_thread_of"]
 
 log = Logger(namespace="gateway.offthread")
 T = TypeVar("T")
@@ -55,3 +57,48 @@ class Cached(Generic[T]):
         self._running = False
         self.at = self.now()  # try again after max_age_s, not on every read
         log.failure("computing {what} failed; serving the last ones", failure, what=self.what)
+
+
+class EveryInThread(service.Service):
+    """:meth:`job` in the reactor's thread pool every :meth:`every_s` seconds (0: never), one at a time:
+    a tick while one runs waits for it; stopping returns the one running (or None)."""
+
+    what = "periodic job"
+
+    def __init__(self, gateway: Any):
+        self.gateway = gateway
+        self._loop: task.LoopingCall | None = None
+        self._running: Any = None
+
+    def every_s(self) -> float:
+        raise NotImplementedError
+
+    def job(self) -> Any:
+        raise NotImplementedError
+
+    def startService(self) -> None:
+        super().startService()
+        every = self.every_s()
+        if every <= 0:
+            return
+        self._loop = task.LoopingCall(self.tick)
+        self._loop.clock = self.gateway.reactor
+        self._loop.start(every, now=False)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        return self._running
+
+    def tick(self) -> Any:
+        if self._running is not None:
+            return self._running
+        d = self._running = in_thread_of(self.gateway.reactor)(self.job)
+        d.addErrback(lambda f: log.failure("{what} failed", f, what=self.what))
+        d.addBoth(self._done)  # after _running is set: a clock without threads has run the job already
+        return d
+
+    def _done(self, result: Any) -> Any:
+        self._running = None
+        return result

@@ -340,7 +340,10 @@ class _SinkHandler:
 
     async def handle_DATA(self, server, session, envelope) -> str:
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-{next(self.counter):06d}.eml"
-        (self.folder / name).write_bytes(envelope.original_content or envelope.content)
+        # written aside, then renamed: whoever reads the folder never sees half a mail
+        part = self.folder / f".{name}.part"
+        part.write_bytes(envelope.original_content or envelope.content)
+        part.replace(self.folder / name)
         return "250 2.0.0 OK: stored"
 
 

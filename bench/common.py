@@ -100,24 +100,28 @@ def bench_fixtures(workdir: Path) -> Path:
     return target
 
 
-def rss_mb(pid: int) -> float:
+def _status_mb(pid: int, field: str) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return 0.0
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory (MB), the database pages mapped in (SQLite's mmap) included."""
+    return _status_mb(pid, "VmRSS")
+
+
+def anon_mb(pid: int) -> float:
+    """Resident memory of the process's own (MB): VmRSS without file pages (the mapped database, libraries)."""
+    return _status_mb(pid, "RssAnon")
 
 
 def hwm_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return _status_mb(pid, "VmHWM")
 
 
 def write_result(name: str, result: dict) -> Path:
@@ -193,6 +197,11 @@ def group_cpu_s(pid: int) -> float:
 def group_rss_mb(pid: int) -> float:
     """Resident memory of a gateway and its workers (MB)."""
     return sum(rss_mb(member) for member in group_pids(pid))
+
+
+def group_anon_mb(pid: int) -> float:
+    """Anonymous resident memory of a gateway and its workers (MB)."""
+    return sum(anon_mb(member) for member in group_pids(pid))
 
 
 def group_hwm_mb(pid: int) -> float:

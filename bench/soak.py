@@ -9,6 +9,16 @@ figures the issue asks for: RSS growth in % from the end of the first window
 to the end, and the p99 of the first against the last window. Windows are ten
 minutes, or a sixth of the run when it is shorter than an hour.
 
+The resident size is also sampled every ``--rss-every`` seconds (10) during the
+whole soak: each window prints the median, lowest and highest of its samples
+beside the one at its end, and the summary gives the growth of the median from
+the first window to the last (``rss_median_growth_pct``). One sample is a
+noisy measure of growth: what the thread pool's jobs hold at that moment moves
+the resident size by tens of MB within a minute. Beside it, the anonymous part
+(``RssAnon``: the process's own memory, without the database pages SQLite's
+memory map has brought in, which come and go with the connections that map
+them): ``anon_median_mb`` per window and ``anon_median_growth_pct``.
+
     .venv/bin/python -m bench.soak --seconds 3600     # the issue's hour
     .venv/bin/python -m bench.soak --seconds 300      # a short look (50 s windows)
 """
@@ -17,13 +27,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from bench.common import (
     BENCH_ACCOUNT,
     bench_fixtures,
+    group_anon_mb,
     group_rss_mb,
     logged_replies,
     run_load,
@@ -48,7 +61,7 @@ def window_seconds(seconds: float) -> float:
 
 
 def soak(rate: float | None, seconds: float, population: int, active: int, workers: int,
-         overrides: tuple[str, ...] = (), history: int = 0) -> dict:
+         overrides: tuple[str, ...] = (), history: int = 0, rss_every: float = 10.0) -> dict:
     from bench.population import database_copy
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,7 +83,7 @@ def soak(rate: float | None, seconds: float, population: int, active: int, worke
                 rate = max(10.0, round(full["reply_tps"] / 2, 1))
                 print(f"soak: measured maximum {full['reply_tps']}/s, soaking at {rate}/s", file=sys.stderr)
             before = logged_replies(gw.db_url)
-            result = Driver(gw, rate, seconds, active).run()
+            result = Driver(gw, rate, seconds, active, rss_every).run()
             # beside the client's whole replies (counted at their last part), the gateway's own count; the
             # client stops reading when the soak ends, so replies still in flight then are the difference
             result["gateway_logged_replies"] = settled_logged_replies(gw.db_url) - before
@@ -79,43 +92,95 @@ def soak(rate: float | None, seconds: float, population: int, active: int, worke
             gw.stop()
 
 
+class RssSampler:
+    """The group's resident size every ``every`` seconds, in a thread, until :meth:`take` empties it."""
+
+    def __init__(self, pid: int, every: float):
+        self.pid, self.every = pid, every
+        self._samples: list[float] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.every + 5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            sample = (group_rss_mb(self.pid), group_anon_mb(self.pid))
+            with self._lock:
+                self._samples.append(sample)
+
+    def take(self) -> list[tuple[float, float]]:
+        with self._lock:
+            samples, self._samples = self._samples, []
+        return samples
+
+
+def rss_figures(samples: list[tuple[float, float]], end: tuple[float, float]) -> dict:
+    """One window's resident size: at its end, and the median, lowest and highest of its (RSS, anonymous)
+    samples; the anonymous part's median."""
+    samples = samples or [end]
+    rss = [sample[0] for sample in samples]
+    return {"rss_mb": round(end[0], 1), "rss_median_mb": round(statistics.median(rss), 1),
+            "rss_min_mb": round(min(rss), 1), "rss_max_mb": round(max(rss), 1),
+            "anon_median_mb": round(statistics.median(sample[1] for sample in samples), 1), "rss_samples": len(samples)}
+
+
 class Driver:
     """The shared load client (4 binds, window 10, replies counted whole), paced at ``rate``, one run per
-    window: each window's replies, p50/p99 and the group's RSS at its end."""
+    window: each window's replies, p50/p99 and the group's RSS (at its end, and its samples' spread)."""
 
-    def __init__(self, gw, rate: float, seconds: float, active: int):
+    def __init__(self, gw, rate: float, seconds: float, active: int, rss_every: float = 10.0):
         self.gw, self.rate, self.seconds, self.active = gw, rate, seconds, active
+        self.rss_every = rss_every
         self.refused = 0
 
     def run(self) -> dict:
         windows: list[dict] = []
         span = window_seconds(self.seconds)
         sent = 0
-        for number in range(1, max(1, round(self.seconds / span)) + 1):
-            count = int(self.rate * span)
-            result = run_load(self.gw.ports["smpp"], count=count, duration=span + 60, message="200",
-                              system_id=BENCH_ACCOUNT[0], password=BENCH_ACCOUNT[1], src_base=FIRST,
-                              subscribers=self.active, rate=self.rate)
-            sent += result.get("sent", count)
-            self.refused += sum(result["acked_err"].values())
-            windows.append({"window": number, "rss_mb": round(group_rss_mb(self.gw.proc.pid), 1),
-                            "replies": result["replies"], "replies_per_s": result["reply_tps"],
-                            "missing": result["replies_missing"], "p50_ms": result["reply_p50_ms"],
-                            "p99_ms": result["reply_p99_ms"]})
-            print(json.dumps(windows[-1]), file=sys.stderr, flush=True)
+        with RssSampler(self.gw.proc.pid, self.rss_every) as sampler:
+            for number in range(1, max(1, round(self.seconds / span)) + 1):
+                count = int(self.rate * span)
+                result = run_load(self.gw.ports["smpp"], count=count, duration=span + 60, message="200",
+                                  system_id=BENCH_ACCOUNT[0], password=BENCH_ACCOUNT[1], src_base=FIRST,
+                                  subscribers=self.active, rate=self.rate)
+                sent += result.get("sent", count)
+                self.refused += sum(result["acked_err"].values())
+                end = (group_rss_mb(self.gw.proc.pid), group_anon_mb(self.gw.proc.pid))
+                windows.append({"window": number, **rss_figures(sampler.take(), end),
+                                "replies": result["replies"], "replies_per_s": result["reply_tps"],
+                                "missing": result["replies_missing"], "p50_ms": result["reply_p50_ms"],
+                                "p99_ms": result["reply_p99_ms"]})
+                print(json.dumps(windows[-1]), file=sys.stderr, flush=True)
         return summary(windows, sent, self.refused, self.seconds, span)
+
+
+def _growth(before: float | None, after: float | None, digits: int = 2) -> float | None:
+    return round((after - before) / before * 100, digits) if before and after is not None else None
 
 
 def summary(windows: list[dict], sent: int, refused: int, seconds: float, span: float) -> dict:
     first, last = (windows[0], windows[-1]) if windows else ({}, {})
     rss0, rss1 = first.get("rss_mb"), last.get("rss_mb")
+    med0, med1 = first.get("rss_median_mb"), last.get("rss_median_mb")
+    anon0, anon1 = first.get("anon_median_mb"), last.get("anon_median_mb")
     p0, p1 = first.get("p99_ms"), last.get("p99_ms")
     return {"seconds": seconds, "window_s": round(span, 1), "sent": sent, "refused": refused,
             "replies": sum(w["replies"] for w in windows),
-            "rss_first_window_mb": rss0, "rss_end_mb": rss1,
-            "rss_growth_pct": round((rss1 - rss0) / rss0 * 100, 2) if rss0 else None,
+            "rss_first_window_mb": rss0, "rss_end_mb": rss1, "rss_growth_pct": _growth(rss0, rss1),
+            "rss_median_first_window_mb": med0, "rss_median_last_window_mb": med1,
+            "rss_median_growth_pct": _growth(med0, med1),
+            "anon_median_first_window_mb": anon0, "anon_median_last_window_mb": anon1,
+            "anon_median_growth_pct": _growth(anon0, anon1),
             "p99_first_window_ms": p0, "p99_last_window_ms": p1,
-            "p99_drift_pct": round((p1 - p0) / p0 * 100, 1) if p0 else None, "windows": windows}
+            "p99_drift_pct": _growth(p0, p1, 1), "windows": windows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,8 +195,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="gateway worker processes (default 1, as `serve` ships on SQLite)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a gateway setting other than the shipped default (repeatable)")
+    parser.add_argument("--rss-every", type=float, default=10.0, metavar="S",
+                        help="seconds between samples of the resident size (default 10)")
     args = parser.parse_args(argv)
-    result = soak(args.rate, args.seconds, args.population, args.active, args.workers, tuple(args.set), args.history)
+    if args.rss_every <= 0:
+        parser.error("--rss-every must be above 0")
+    result = soak(args.rate, args.seconds, args.population, args.active, args.workers, tuple(args.set), args.history,
+                  args.rss_every)
     result["workers"] = args.workers
     write_result("soak", result)
     print(json.dumps({k: v for k, v in result.items() if k != "windows"}))

@@ -42,6 +42,9 @@ KNOBS: dict[str, Knob] = {
                         "0: Python's own full collections, which walk every object", 0, 86400),
     "gc.sweep_s": Knob(float, 3600.0, "seconds between full garbage collections of the frozen objects too "
                        "(one pause of up to a second with 100k cached shelves, logged; 0: never)", 0, 30 * 86400),
+    "malloc.arena_max": Knob(int, 1, "glibc arenas the process's threads allocate from (0: glibc's own, eight "
+                             "per core; each thread pool job's arena kept what it freed); MALLOC_ARENA_MAX in the "
+                             "environment wins", 0, 1024),
     "malloc.trim_s": Knob(float, 60.0, "seconds between malloc_trim calls handing the C allocator's free pages "
                           "back to the system (glibc keeps what the thread pool freed; 0: never)", 0, 86400),
     "sqlite.checkpoint_ms": Knob(float, 50.0, "milliseconds between WAL checkpoints done in a thread, so the "

@@ -134,6 +134,9 @@ def serve(args, overrides: dict[str, Any]) -> int:
     gateway = load_gateway(args, overrides, reactor)
     if gateway is None:
         return 1
+    from gateway.memtrim import configure_allocator
+
+    configure_allocator(gateway.settings)  # before the thread pool's first thread
     top, port_sources = build_tree(gateway, args, reactor)
     announce = None
     reload_remote = None  # how fixtures another machine stored are served here

@@ -69,3 +69,49 @@ def test_the_trims_are_on_metrics():
     for line in ("gateway_malloc_trims_total 3.0", "gateway_malloc_trim_released_bytes_total 40960.0",
                  "gateway_malloc_trim_seconds_total 0.012"):
         assert line in text, line
+
+
+_ARENAS = """
+import ctypes, sys, threading
+from gateway import memtrim
+print(memtrim.limit_arenas(int(sys.argv[1])), flush=True)
+hold = []
+together = threading.Barrier(4)
+def grab():  # four threads alive at once (an exited thread's arena goes to the next thread)
+    together.wait()
+    hold.append([bytearray(3000) for _ in range(200)])  # over 512 bytes: glibc, from this thread's arena
+    together.wait()
+threads = [threading.Thread(target=grab) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+ctypes.CDLL("libc.so.6").malloc_stats()  # one "Arena N:" block per arena, on stderr
+"""
+
+
+def _arenas(most: int, env: dict[str, str] | None = None) -> tuple[str, int]:
+    import os
+    import subprocess
+    import sys
+
+    from tests.harness import ROOT
+
+    full = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    done = subprocess.run([sys.executable, "-c", _ARENAS, str(most)], cwd=ROOT, env={**full, **(env or {})},
+                          capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout.strip(), done.stderr.count("Arena ")
+
+
+@glibc
+def test_arena_max_keeps_every_thread_on_the_arenas_asked():
+    assert _arenas(0) == ("False", 5), "glibc's own: the main arena and one per thread"
+    assert _arenas(1) == ("True", 1)
+    assert _arenas(2) == ("True", 2)
+
+
+@glibc
+def test_malloc_arena_max_in_the_environment_wins():
+    assert _arenas(1, {"MALLOC_ARENA_MAX": "3"}) == ("False", 3)
+
+
+def test_the_shipped_default_is_one_arena():
+    assert Settings()["malloc.arena_max"] == 1

@@ -115,7 +115,7 @@ def benches(quick: bool) -> list[Bench]:
     m = [PY, "-m"]
     return [
         Bench("smpp", m + ["bench.bench_smpp", "--count", "20000", "--profile"],
-              m + ["bench.bench_smpp", "--count", "4000"],
+              m + ["bench.bench_smpp", "--count", "4000", "--submit-count", "4000"],
               _smpp_rows, 900),
         Bench("ussd", m + ["bench.bench_ussd"], m + ["bench.bench_ussd", "--sessions", "2000"], _ussd_rows, 600),
         Bench("upstream", m + ["bench.bench_upstream"], m + ["bench.bench_upstream", "--count", "5000"],

@@ -16,8 +16,10 @@ set with glibc's ``mallopt`` before the thread pool starts; 0 leaves glibc's
 eight per core, and ``MALLOC_ARENA_MAX`` in the environment wins): what one job
 frees, the next job or the reactor reuses. In a 12-minute soak at 1,728 "200"/s
 the resident size settled at 447-478 MB (no thread arena; main heap 76-106 MB),
-where with glibc's own arenas it was 508-553 MB in the same phase; bench_smpp
-showed no difference in throughput beyond run-to-run noise.
+where with glibc's own arenas it was 508-553 MB in the same phase; in an hour
+the median of each ten minutes stayed at 461-472 MB (anonymous part +0.5 %, where
+glibc's own arenas grew 542 -> 598 MB); bench_smpp showed no difference in
+throughput beyond run-to-run noise.
 
 :class:`MemoryTrimmer` calls glibc's ``malloc_trim(0)`` in the thread pool every
 ``malloc.trim_s`` seconds (60; 0: never), which hands every free page of every arena

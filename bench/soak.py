@@ -36,6 +36,7 @@ from pathlib import Path
 from bench.common import (
     BENCH_ACCOUNT,
     bench_fixtures,
+    gc_figures,
     group_anon_mb,
     group_rss_mb,
     logged_replies,
@@ -56,12 +57,35 @@ def _pct(values: list[float], pct: float) -> float | None:
     return round(values[min(len(values) - 1, int(len(values) * pct / 100))], 2)
 
 
+def database_files_mb(db_url: str) -> dict:
+    """Sizes of a SQLite database's file and its write-ahead log (MB; nothing for another database): the
+    file grows ~1.7 KB a "200" and the log's high-water mark shows how long a read snapshot held it back."""
+    if not db_url.startswith("sqlite:///"):
+        return {}
+    path = Path(db_url.removeprefix("sqlite:///"))
+    wal = path.with_name(path.name + "-wal")
+    return {"db_mb": round(path.stat().st_size / 1e6, 1) if path.exists() else None,
+            "wal_mb": round(wal.stat().st_size / 1e6, 1) if wal.exists() else 0.0}
+
+
+def checkpoint_figures(before: dict, after: dict) -> dict:
+    """One window's WAL checkpoints from two scrapes of the gateway's checkpoint counters
+    (bench.common.gc_figures()["wal"]): how many, how many found the log busy, their time, and the log's
+    length at the last one."""
+    if not after:
+        return {}
+    delta = {key: after.get(key, 0.0) - before.get(key, 0.0)
+             for key in ("checkpoints_total", "checkpoint_busy_total", "checkpoint_seconds_total")}
+    return {"checkpoints": int(delta["checkpoints_total"]), "checkpoints_busy": int(delta["checkpoint_busy_total"]),
+            "checkpoint_s": round(delta["checkpoint_seconds_total"], 2), "wal_frames_last": int(after.get("wal_frames", 0))}
+
+
 def window_seconds(seconds: float) -> float:
     return WINDOW_S if seconds >= 3600 else seconds / 6
 
 
 def soak(rate: float | None, seconds: float, population: int, active: int, workers: int,
-         overrides: tuple[str, ...] = (), history: int = 0, rss_every: float = 10.0) -> dict:
+         overrides: tuple[str, ...] = (), history: int = 0, rss_every: float = 10.0, scrape: bool = False) -> dict:
     from bench.population import database_copy
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,7 +107,7 @@ def soak(rate: float | None, seconds: float, population: int, active: int, worke
                 rate = max(10.0, round(full["reply_tps"] / 2, 1))
                 print(f"soak: measured maximum {full['reply_tps']}/s, soaking at {rate}/s", file=sys.stderr)
             before = logged_replies(gw.db_url)
-            result = Driver(gw, rate, seconds, active, rss_every).run()
+            result = Driver(gw, rate, seconds, active, rss_every, scrape).run()
             # beside the client's whole replies (counted at their last part), the gateway's own count; the
             # client stops reading when the soak ends, so replies still in flight then are the difference
             result["gateway_logged_replies"] = settled_logged_replies(gw.db_url) - before
@@ -136,15 +160,17 @@ class Driver:
     """The shared load client (4 binds, window 10, replies counted whole), paced at ``rate``, one run per
     window: each window's replies, p50/p99 and the group's RSS (at its end, and its samples' spread)."""
 
-    def __init__(self, gw, rate: float, seconds: float, active: int, rss_every: float = 10.0):
+    def __init__(self, gw, rate: float, seconds: float, active: int, rss_every: float = 10.0,
+                 scrape: bool = False):
         self.gw, self.rate, self.seconds, self.active = gw, rate, seconds, active
-        self.rss_every = rss_every
+        self.rss_every, self.scrape = rss_every, scrape
         self.refused = 0
 
     def run(self) -> dict:
         windows: list[dict] = []
         span = window_seconds(self.seconds)
         sent = 0
+        wal = self._wal()
         with RssSampler(self.gw.proc.pid, self.rss_every) as sampler:
             for number in range(1, max(1, round(self.seconds / span)) + 1):
                 count = int(self.rate * span)
@@ -157,9 +183,17 @@ class Driver:
                 windows.append({"window": number, **rss_figures(sampler.take(), end),
                                 "replies": result["replies"], "replies_per_s": result["reply_tps"],
                                 "missing": result["replies_missing"], "p50_ms": result["reply_p50_ms"],
-                                "p99_ms": result["reply_p99_ms"]})
+                                "p99_ms": result["reply_p99_ms"], **database_files_mb(self.gw.db_url)})
+                if self.scrape:
+                    wal, before = self._wal(), wal
+                    windows[-1].update(checkpoint_figures(before, wal))
                 print(json.dumps(windows[-1]), file=sys.stderr, flush=True)
         return summary(windows, sent, self.refused, self.seconds, span)
+
+    def _wal(self) -> dict:
+        """The checkpoint counters on /metrics (only with ``scrape``: a scrape also counts the outbox, work
+        the soak otherwise leaves out, as a gateway nobody scrapes would)."""
+        return gc_figures(self.gw.ports["http"]).get("wal", {}) if self.scrape else {}
 
 
 def _growth(before: float | None, after: float | None, digits: int = 2) -> float | None:
@@ -197,11 +231,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="a gateway setting other than the shipped default (repeatable)")
     parser.add_argument("--rss-every", type=float, default=10.0, metavar="S",
                         help="seconds between samples of the resident size (default 10)")
+    parser.add_argument("--scrape", action="store_true",
+                        help="scrape /metrics at each window's end for its WAL checkpoints (count, busy, seconds, "
+                             "log length at the last one)")
     args = parser.parse_args(argv)
     if args.rss_every <= 0:
         parser.error("--rss-every must be above 0")
     result = soak(args.rate, args.seconds, args.population, args.active, args.workers, tuple(args.set), args.history,
-                  args.rss_every)
+                  args.rss_every, args.scrape)
     result["workers"] = args.workers
     write_result("soak", result)
     print(json.dumps({k: v for k, v in result.items() if k != "windows"}))

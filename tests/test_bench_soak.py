@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from bench.soak import rss_figures, summary, window_seconds
+import sqlite3
+
+from bench.soak import checkpoint_figures, database_files_mb, rss_figures, summary, window_seconds
 
 
 def test_a_window_gives_its_samples_spread_beside_its_end():
@@ -26,3 +28,26 @@ def test_the_summary_compares_first_and_last_windows_three_ways():
 
 def test_windows_are_ten_minutes_in_the_hour_and_a_sixth_of_a_shorter_run():
     assert window_seconds(3600) == 600 and window_seconds(300) == 50
+
+
+def test_a_window_gives_the_database_and_log_sizes_of_a_sqlite_gateway(tmp_path):
+    path = tmp_path / "gateway.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE t (x BLOB)")
+    db.execute("INSERT INTO t VALUES (zeroblob(2000000))")
+    db.commit()
+    sizes = database_files_mb(f"sqlite:///{path}")
+    assert sizes["db_mb"] is not None and sizes["wal_mb"] >= 2.0, sizes
+    db.close()
+    assert database_files_mb("postgresql+psycopg://gw@localhost/gateway") == {}, "no files to measure"
+
+
+def test_a_window_gives_its_own_checkpoints_from_two_scrapes():
+    before = {"checkpoints_total": 100.0, "checkpoint_busy_total": 1.0, "checkpoint_seconds_total": 2.5,
+              "wal_frames": 900.0}
+    after = {"checkpoints_total": 130.0, "checkpoint_busy_total": 3.0, "checkpoint_seconds_total": 4.0,
+             "wal_frames": 1200.0}
+    assert checkpoint_figures(before, after) == {"checkpoints": 30, "checkpoints_busy": 2, "checkpoint_s": 1.5,
+                                                 "wal_frames_last": 1200}
+    assert checkpoint_figures(before, {}) == {}, "not scraped: nothing"

@@ -60,9 +60,12 @@ def _pct(values: list[float], pct: float) -> float | None:
 def database_files_mb(db_url: str) -> dict:
     """Sizes of a SQLite database's file and its write-ahead log (MB; nothing for another database): the
     file grows ~1.7 KB a "200" and the log's high-water mark shows how long a read snapshot held it back."""
-    if not db_url.startswith("sqlite:///"):
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)  # parsed as the gateway's engine parses it (gateway/checkpointer.py: url.database)
+    if url.get_backend_name() != "sqlite" or not url.database:
         return {}
-    path = Path(db_url.removeprefix("sqlite:///"))
+    path = Path(url.database)
     wal = path.with_name(path.name + "-wal")
     return {"db_mb": round(path.stat().st_size / 1e6, 1) if path.exists() else None,
             "wal_mb": round(wal.stat().st_size / 1e6, 1) if wal.exists() else 0.0}

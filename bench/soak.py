@@ -38,6 +38,7 @@ from bench.common import (
     bench_fixtures,
     gc_figures,
     group_anon_mb,
+    group_cpu_s,
     group_rss_mb,
     logged_replies,
     run_load,
@@ -81,6 +82,17 @@ def checkpoint_figures(before: dict, after: dict) -> dict:
              for key in ("checkpoints_total", "checkpoint_busy_total", "checkpoint_seconds_total")}
     return {"checkpoints": int(delta["checkpoints_total"]), "checkpoints_busy": int(delta["checkpoint_busy_total"]),
             "checkpoint_s": round(delta["checkpoint_seconds_total"], 2), "wal_frames_last": int(after.get("wal_frames", 0))}
+
+
+def collector_figures(before: dict, after: dict) -> dict:
+    """One window's full (generation 2) collections from two scrapes of the gateway's collector figures
+    (bench.common.gc_figures()): how many, their pause in all (ms), the longest so far (ms)."""
+    old, new = before.get("gen2", {}), after.get("gen2", {})
+    if not new:
+        return {}
+    return {"gc2": int(new.get("collections", 0) - old.get("collections", 0)),
+            "gc2_pause_ms": round(new.get("pause_ms", 0.0) - old.get("pause_ms", 0.0), 1),
+            "gc2_max_ms": new.get("max_ms", 0.0)}
 
 
 def window_seconds(seconds: float) -> float:
@@ -173,7 +185,8 @@ class Driver:
         windows: list[dict] = []
         span = window_seconds(self.seconds)
         sent = 0
-        wal = self._wal()
+        scraped = self._scrape()
+        cpu = group_cpu_s(self.gw.proc.pid)
         with RssSampler(self.gw.proc.pid, self.rss_every) as sampler:
             for number in range(1, max(1, round(self.seconds / span)) + 1):
                 count = int(self.rate * span)
@@ -183,20 +196,26 @@ class Driver:
                 sent += result.get("sent", count)
                 self.refused += sum(result["acked_err"].values())
                 end = (group_rss_mb(self.gw.proc.pid), group_anon_mb(self.gw.proc.pid))
+                cpu, cpu_before = group_cpu_s(self.gw.proc.pid), cpu
                 windows.append({"window": number, **rss_figures(sampler.take(), end),
                                 "replies": result["replies"], "replies_per_s": result["reply_tps"],
                                 "missing": result["replies_missing"], "p50_ms": result["reply_p50_ms"],
-                                "p99_ms": result["reply_p99_ms"], **database_files_mb(self.gw.db_url)})
+                                "p99_ms": result["reply_p99_ms"],
+                                # the gateway's CPU per reply: a window that costs more per reply than the
+                                # first at the same rate has more work per reply, not just more waiting
+                                "cpu_ms_per_reply": round((cpu - cpu_before) * 1000 / max(1, result["replies"]), 3),
+                                **database_files_mb(self.gw.db_url)})
                 if self.scrape:
-                    wal, before = self._wal(), wal
-                    windows[-1].update(checkpoint_figures(before, wal))
+                    scraped, before = self._scrape(), scraped
+                    windows[-1].update(checkpoint_figures(before.get("wal", {}), scraped.get("wal", {})))
+                    windows[-1].update(collector_figures(before, scraped))
                 print(json.dumps(windows[-1]), file=sys.stderr, flush=True)
         return summary(windows, sent, self.refused, self.seconds, span)
 
-    def _wal(self) -> dict:
-        """The checkpoint counters on /metrics (only with ``scrape``: a scrape also counts the outbox, work
-        the soak otherwise leaves out, as a gateway nobody scrapes would)."""
-        return gc_figures(self.gw.ports["http"]).get("wal", {}) if self.scrape else {}
+    def _scrape(self) -> dict:
+        """The collector's and the checkpoint thread's counters on /metrics (only with ``scrape``: a scrape
+        also counts the outbox, work the soak otherwise leaves out, as a gateway nobody scrapes would)."""
+        return gc_figures(self.gw.ports["http"]) if self.scrape else {}
 
 
 def _growth(before: float | None, after: float | None, digits: int = 2) -> float | None:
@@ -236,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds between samples of the resident size (default 10)")
     parser.add_argument("--scrape", action="store_true",
                         help="scrape /metrics at each window's end for its WAL checkpoints (count, busy, seconds, "
-                             "log length at the last one)")
+                             "log length at the last one) and full collections (count, pause, longest)")
     args = parser.parse_args(argv)
     if args.rss_every <= 0:
         parser.error("--rss-every must be above 0")

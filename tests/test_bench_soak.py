@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from bench.soak import checkpoint_figures, database_files_mb, rss_figures, summary, window_seconds
+from bench.soak import checkpoint_figures, collector_figures, database_files_mb, rss_figures, summary, window_seconds
 
 
 def test_a_window_gives_its_samples_spread_beside_its_end():
@@ -51,3 +51,11 @@ def test_a_window_gives_its_own_checkpoints_from_two_scrapes():
     assert checkpoint_figures(before, after) == {"checkpoints": 30, "checkpoints_busy": 2, "checkpoint_s": 1.5,
                                                  "wal_frames_last": 1200}
     assert checkpoint_figures(before, {}) == {}, "not scraped: nothing"
+
+
+def test_collector_figures_are_the_windows_full_collections():
+    before = {"gen2": {"collections": 4, "pause_ms": 120.0, "max_ms": 40.0}}
+    after = {"gen2": {"collections": 7, "pause_ms": 210.5, "max_ms": 45.0}, "wal": {}}
+    assert collector_figures(before, after) == {"gc2": 3, "gc2_pause_ms": 90.5, "gc2_max_ms": 45.0}
+    assert collector_figures({}, after)["gc2"] == 7, "the first scrape counts from the start"
+    assert collector_figures(before, {}) == {}, "not scraped: nothing"

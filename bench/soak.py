@@ -40,7 +40,6 @@ from bench.common import (
     group_anon_mb,
     group_cpu_s,
     group_rss_mb,
-    logged_replies,
     run_load,
     settled_logged_replies,
     write_result,
@@ -121,7 +120,9 @@ def soak(rate: float | None, seconds: float, population: int, active: int, worke
                 full = full_speed(20000)
                 rate = max(10.0, round(full["reply_tps"] / 2, 1))
                 print(f"soak: measured maximum {full['reply_tps']}/s, soaking at {rate}/s", file=sys.stderr)
-            before = logged_replies(gw.db_url)
+            # settled: the measuring run's last replies are still being logged when its client returns (an
+            # hour soak once logged 50 more replies than it sent, all of them that run's tail)
+            before = settled_logged_replies(gw.db_url)
             result = Driver(gw, rate, seconds, active, rss_every, scrape).run()
             # beside the client's whole replies (counted at their last part), the gateway's own count; the
             # client stops reading when the soak ends, so replies still in flight then are the difference

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 
-from bench.soak import checkpoint_figures, collector_figures, database_files_mb, rss_figures, summary, window_seconds
+from bench.soak import (
+    checkpoint_figures,
+    collector_figures,
+    database_files_mb,
+    rss_figures,
+    summary,
+    window_seconds,
+)
 
 
 def test_a_window_gives_its_samples_spread_beside_its_end():

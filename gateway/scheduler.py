@@ -25,10 +25,9 @@ from apscheduler.schedulers.twisted import TwistedScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import text
-from sqlalchemy.orm import Session, sessionmaker
 from twisted.internet import defer, threads
 
-from core.db import transaction
+from core.db import ReusedSessions, transaction
 from notifier import reports
 from notifier.campaigns import as_book, materialise_batched, plan
 from notifier.outbox import Outbox, apply_retention
@@ -42,7 +41,7 @@ RETENTION_JOB = "_retention"
 
 
 class CampaignScheduler:
-    def __init__(self, reactor: Any, db_factory: sessionmaker[Session], outbox: Outbox,
+    def __init__(self, reactor: Any, db_factory: ReusedSessions, outbox: Outbox,
                  get_catalog: Callable[[], Any], settings: Mapping[str, Any], *,
                  now: Callable[[], float] | None = None, retry_s: float = 10.0, check_every_s: float = 300.0,
                  in_thread: Callable[[Callable[[], Any]], defer.Deferred] | None = None,

@@ -85,13 +85,17 @@ def checkpoint_figures(before: dict, after: dict) -> dict:
 
 def collector_figures(before: dict, after: dict) -> dict:
     """One window's full (generation 2) collections from two scrapes of the gateway's collector figures
-    (bench.common.gc_figures()): how many, their pause in all (ms), the longest so far (ms)."""
+    (bench.common.gc_figures()): how many, their pause in all (ms), the longest so far (ms); and the pause
+    of every collection of the window, the young generations' too (``gc_pause_ms``): the reactor stands
+    still in each, and a young collection that walks long-lived objects costs as much as a full one."""
     old, new = before.get("gen2", {}), after.get("gen2", {})
     if not new:
         return {}
+    pause = sum(after.get(f"gen{g}", {}).get("pause_ms", 0.0) - before.get(f"gen{g}", {}).get("pause_ms", 0.0)
+                for g in range(3))
     return {"gc2": int(new.get("collections", 0) - old.get("collections", 0)),
             "gc2_pause_ms": round(new.get("pause_ms", 0.0) - old.get("pause_ms", 0.0), 1),
-            "gc2_max_ms": new.get("max_ms", 0.0)}
+            "gc2_max_ms": new.get("max_ms", 0.0), "gc_pause_ms": round(pause, 1)}
 
 
 def window_seconds(seconds: float) -> float:

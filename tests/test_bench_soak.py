@@ -61,8 +61,11 @@ def test_a_window_gives_its_own_checkpoints_from_two_scrapes():
 
 
 def test_collector_figures_are_the_windows_full_collections():
-    before = {"gen2": {"collections": 4, "pause_ms": 120.0, "max_ms": 40.0}}
-    after = {"gen2": {"collections": 7, "pause_ms": 210.5, "max_ms": 45.0}, "wal": {}}
-    assert collector_figures(before, after) == {"gc2": 3, "gc2_pause_ms": 90.5, "gc2_max_ms": 45.0}
+    before = {"gen0": {"pause_ms": 50.0}, "gen1": {"pause_ms": 30.0},
+              "gen2": {"collections": 4, "pause_ms": 120.0, "max_ms": 40.0}}
+    after = {"gen0": {"pause_ms": 60.5}, "gen1": {"pause_ms": 45.0},
+             "gen2": {"collections": 7, "pause_ms": 210.5, "max_ms": 45.0}, "wal": {}}
+    assert collector_figures(before, after) == {"gc2": 3, "gc2_pause_ms": 90.5, "gc2_max_ms": 45.0,
+                                                "gc_pause_ms": 116.0}, "young pauses: 10.5 + 15"
     assert collector_figures({}, after)["gc2"] == 7, "the first scrape counts from the start"
     assert collector_figures(before, {}) == {}, "not scraped: nothing"

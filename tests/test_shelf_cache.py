@@ -235,19 +235,22 @@ def test_a_new_learned_snapshot_reranks_from_memory(setup, factory):
     assert len(orders) > 1  # the snapshots did reorder the shelf
 
 
-def test_a_rerank_that_changes_nothing_keeps_the_entry():
-    """Every learned refresh reranks every cached shelf on its next hit; when the shelf comes out the same,
-    the entry is kept (only its snapshot changes), so a steady "200" leaves no new long-lived object for
-    the garbage collector to walk before its freeze. A shelf that does change gets a new entry."""
+def test_a_rerank_rewrites_the_entry_in_place():
+    """Every learned refresh reranks every cached shelf on its next hit; the entry is rewritten in place
+    with shared texts, codes and shown items, so a steady "200" leaves no new long-lived object for the
+    garbage collector to walk before its freeze."""
     cache, catalog = ShelfCache(), dataclasses.make_dataclass("Catalog", ["offers"])(offers=())
     exposure = (((1, "A"), (2, "B")), "gotone:A", "learned")
     first = cache.put("13800000001", catalog, NOW, ("A", "B"), "shelf A B", exposure=exposure, learned="v1")
+    valid_until = first.valid_until
     kept = cache.rerank("13800000001", first, ("A", "B"), "shelf A B", exposure, "v2")
     assert kept is first and kept.learned == "v2"
-    assert cache.get("13800000001", catalog, NOW) is first
     swapped = (((1, "B"), (2, "A")), "gotone:A", "learned")
-    moved = cache.rerank("13800000001", first, ("B", "A"), "shelf B A", swapped, "v3")
-    assert moved is not first and (moved.codes, moved.learned, moved.valid_until) == (("B", "A"), "v3",
-                                                                                       first.valid_until)
-    assert cache.get("13800000001", catalog, NOW) is moved
+    moved = cache.rerank("13800000001", first, ("B", "A"), "shelf " + "B A", tuple(swapped), "v3")
+    assert moved is first and (moved.codes, moved.text, moved.exposure, moved.learned, moved.valid_until) == (
+        ("B", "A"), "shelf B A", swapped, "v3", valid_until)
+    assert cache.get("13800000001", catalog, NOW) is first
+    other = cache.put("13800000002", catalog, NOW, ("B", "A"), "shelf B" + " A", exposure=swapped, learned="v3")
+    assert other.text is first.text and other.codes is first.codes and other.exposure is first.exposure, \
+        "equal texts, codes and shown items are one object"
     assert cache.stats["reranks"] == 2

@@ -204,7 +204,7 @@ class Router:
             text, items = fit_items(catalog, items, entry.inputs.base, self._fits, self._knob("router.max_sms_parts"))
         except TemplateRenderError:
             return None  # the full path logs it and answers with the help
-        return self.shelf_cache.rerank(msisdn, entry, tuple(i.code for i in items), text,
+        return self.shelf_cache.rerank(entry, tuple(i.code for i in items), text,
                                        (exposures.shown(items), entry.inputs.segment, arm), learned)
 
     def _digit(self, ctx: _Ctx, digit: str) -> Reply | None:

@@ -104,7 +104,7 @@ class ShelfCache:
             valid_until = min(valid_until, refused_until)
         return self._store(msisdn, CachedShelf(catalog, valid_until, codes, text, exposure, learned, inputs))
 
-    def rerank(self, msisdn: str, entry: CachedShelf, codes: tuple[str, ...], text: str,
+    def rerank(self, entry: CachedShelf, codes: tuple[str, ...], text: str,
                exposure: tuple[tuple[tuple[int, str], ...], str, str], learned: Any) -> CachedShelf:
         """The same inputs ranked under another learned snapshot (same validity), written into the entry.
 

@@ -243,10 +243,10 @@ def test_a_rerank_rewrites_the_entry_in_place():
     exposure = (((1, "A"), (2, "B")), "gotone:A", "learned")
     first = cache.put("13800000001", catalog, NOW, ("A", "B"), "shelf A B", exposure=exposure, learned="v1")
     valid_until = first.valid_until
-    kept = cache.rerank("13800000001", first, ("A", "B"), "shelf A B", exposure, "v2")
+    kept = cache.rerank(first, ("A", "B"), "shelf A B", exposure, "v2")
     assert kept is first and kept.learned == "v2"
     swapped = (((1, "B"), (2, "A")), "gotone:A", "learned")
-    moved = cache.rerank("13800000001", first, ("B", "A"), "shelf " + "B A", tuple(swapped), "v3")
+    moved = cache.rerank(first, ("B", "A"), "shelf " + "B A", tuple(swapped), "v3")
     assert moved is first and (moved.codes, moved.text, moved.exposure, moved.learned, moved.valid_until) == (
         ("B", "A"), "shelf B A", swapped, "v3", valid_until)
     assert cache.get("13800000001", catalog, NOW) is first

@@ -31,6 +31,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from core.gcsafe import KeptDict
 from core.settings import KNOBS
 from offers import fastsql, schema, segments
 from offers.catalog import CatalogOffer, OffersCatalog
@@ -259,29 +260,26 @@ def fit_reply(catalog: OffersCatalog, shelf: Shelf, base: Mapping[str, Any],
 def fit_items(catalog: OffersCatalog, items: tuple[ShelfItem, ...], base: Mapping[str, Any],
               fits: Callable[[str, int], bool] = default_fits,
               max_parts: int = KNOBS["router.max_sms_parts"].default) -> tuple[str, tuple[ShelfItem, ...]]:
-    """:func:`fit_reply` of ranked items, memoised per catalog snapshot on the items and the subscriber
-    variables the shelf templates read (a shelf text is shared by every subscriber of a brand who sees
-    the same offers: the hot path renders each distinct shelf once)."""
-    key = ("shelf", items, fits, max_parts, *_read_vars(catalog, base))
-    found = catalog.memo.get(key)
+    """:func:`fit_reply` of ranked items, memoised per catalog snapshot on the shown codes and the
+    subscriber variables the shelf templates read. A shelf text is shared by every subscriber of a brand
+    who sees the same offers, so the hot path renders each distinct shelf once.
+
+    The memo holds only strings and numbers: ``(codes, parts, variables) -> (text, items kept)``. The
+    items of a code in one snapshot are always the same (:func:`_shown`). Each learned refresh brings
+    new rankings, and so new entries. An entry of plain tuples is walked by the garbage collector once,
+    and then no longer tracked. The memo itself is a :class:`core.gcsafe.KeptDict`, which is frozen once
+    and never walked again."""
+    memo = catalog.memo.get(("shelf", fits))
+    if memo is None:
+        memo = catalog.memo[("shelf", fits)] = KeptDict()
+    key = (tuple(i.code for i in items), max_parts, *_read_vars(catalog, base))
+    found = memo.get(key)
     if found is None:
-        if len(catalog.memo) >= MAX_MEMO:
-            catalog.memo.clear()
+        if len(memo) >= MAX_MEMO:
+            memo.clear()
         text, fitted = _fit_items(catalog, items, base, fits, max_parts)
-        shared = _shared_items(catalog)
-        key = ("shelf", shared.setdefault(items, items), *key[2:])
-        found = catalog.memo[key] = (text, shared.setdefault(fitted, fitted))
-    return found
-
-
-def _shared_items(catalog: OffersCatalog) -> dict[tuple[ShelfItem, ...], tuple[ShelfItem, ...]]:
-    """Equal shown-item tuples as one object per catalog: the memo's keys and values (and the shelf cache's
-    entries) then hold a few thousand distinct shelves, not one copy per subscriber, and the garbage
-    collector walks those few (gateway/gcstats.py)."""
-    shared = catalog.memo.get("shelf.items")
-    if shared is None or len(shared) >= MAX_MEMO:
-        shared = catalog.memo["shelf.items"] = {}
-    return shared
+        found = memo[key] = (text, len(fitted))
+    return found[0], items[:found[1]]
 
 
 MAX_MEMO = 50_000

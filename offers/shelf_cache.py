@@ -23,6 +23,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from core.gcsafe import KeptDict
+
 DEFAULT_SIZE = 250_000
 MAX_SHARED_TEXTS = 50_000
 
@@ -73,7 +75,9 @@ class ShelfCache:
     def __init__(self, size: int = DEFAULT_SIZE):
         self.size = size
         self._entries: OrderedDict[str, CachedShelf] = OrderedDict()
-        self._texts: dict[Any, Any] = {}  # shared texts, codes and exposures (equal -> one object)
+        # shared texts, codes and exposures (equal -> one object); only strings and numbers, so a plain dict
+        # would leave the collector's frozen set at each freeze and come back young (core/gcsafe.py)
+        self._texts: dict[Any, Any] = KeptDict()
         self._catalog: Any = None
         self._boundaries: list[float] = []
         self.stats = {"hits": 0, "misses": 0, "invalidations": 0, "reranks": 0}

@@ -4,16 +4,19 @@ and the shelf cache's shared / untracked objects that keep those pauses short.""
 from __future__ import annotations
 
 import gc
+from dataclasses import astuple
 
 import pytest
 from twisted.internet import task
 
+from core.gcsafe import KeptDict
 from core.settings import Settings
 from gateway.gcstats import TALLY, GcService, GcTally
 from gateway.metrics import GatewayMetrics
 from offers import exposures
-from offers.shelf import ShelfItem
+from offers.shelf import ShelfItem, fit_items
 from offers.shelf_cache import ShelfCache, pack, unpack
+from tests.test_offers_support import demo_catalog
 
 
 class _Gateway:
@@ -141,3 +144,41 @@ def test_cache_entries_share_equal_shown_items():
     gc.collect()
     assert not any(gc.is_tracked(x) for x in (fresh.exposure, fresh.exposure[0], fresh.exposure[0][0], fresh.codes))
 
+
+
+def _young(obj) -> bool:
+    return any(o is obj for g in (0, 1) for o in gc.get_objects(generation=g))
+
+
+@pytest.mark.parametrize("kind", [dict, KeptDict])
+def test_a_memo_of_plain_values_comes_back_young_unless_it_is_kept(kind):
+    """A plain dict of strings and tuples is untracked by a full collection, then tracked again as a young
+    object by its next new entry, and each young collection walks all of it. A KeptDict is frozen once
+    and stays out of the young generations (core/gcsafe.py)."""
+    memo = kind((str(i), (str(i), i)) for i in range(1000))
+    gc.collect()
+    gc.collect()  # the first pass untracks the tuples, the second the plain dict
+    gc.freeze()
+    try:
+        assert gc.is_tracked(memo) is (kind is KeptDict)
+        memo[tuple(["new", 1])] = tuple(["text", 2])  # a fresh tuple is tracked until its first collection
+        assert _young(memo) is (kind is dict)
+        assert gc.is_tracked(memo)
+    finally:
+        gc.unfreeze()
+
+
+def test_the_shelf_memo_keeps_no_object_the_collector_walks_twice():
+    """fit_items memoises (codes, parts, variables) -> (text, items kept): strings and numbers only, so a
+    new entry is walked once, while young, and never again (the items come from the caller's ranking)."""
+    catalog = demo_catalog()
+    items = tuple(ShelfItem(i, o.code, o.name, o.price, o.order) for i, o in enumerate(catalog.offers[:3], 1))
+    base = {"msisdn": "13800000001", "name": "", "brand_name": "动感地带"}
+    text, shown = fit_items(catalog, items, base)
+    again, shown_again = fit_items(catalog, tuple(ShelfItem(*astuple(i)) for i in items), base)
+    assert again is text and [i.code for i in shown_again] == [i.code for i in shown]
+    memo = next(v for k, v in catalog.memo.items() if isinstance(k, tuple) and k[0] == "shelf")
+    assert isinstance(memo, KeptDict)
+    gc.collect()
+    gc.collect()
+    assert memo and not any(gc.is_tracked(k) or gc.is_tracked(v) for k, v in memo.items())

@@ -101,9 +101,9 @@ def holdout_fraction(msisdn: str, seed: int) -> float:
     Not memoised: one hash is 1.5 us. An ``lru_cache`` of 65,536 entries cost far more on the hot path.
     Its dict holds only (msisdn, seed) keys and the cache's own links, so each full collection stops
     tracking it, and the next miss (100k subscribers, 65,536 entries: every few "200"s) tracks it again
-    as a young object. Every young collection and every freeze then walked its 131,072 references,
-    1 ms each time in a quiet process and more in the gateway's heap (a census of the young generations
-    at each freeze, gateway/gcstats.py)."""
+    as a young object. The young collections it then went through and the next freeze walked its 131,072
+    references again, about three times every two seconds: 1 ms a walk in a quiet process, more in the
+    gateway's heap (found by a census of the young generations at each freeze, gateway/gcstats.py)."""
     digest = hashlib.blake2b(f"{seed}:{msisdn}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2.0 ** 64
 

@@ -145,7 +145,6 @@ def test_cache_entries_share_equal_shown_items():
     assert not any(gc.is_tracked(x) for x in (fresh.exposure, fresh.exposure[0], fresh.exposure[0][0], fresh.codes))
 
 
-
 def _young(obj) -> bool:
     return any(o is obj for g in (0, 1) for o in gc.get_objects(generation=g))
 

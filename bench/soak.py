@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from bench.common import (
@@ -209,7 +210,7 @@ class Driver:
                                 # the gateway's CPU per reply: a window that costs more per reply than the
                                 # first at the same rate has more work per reply, not just more waiting
                                 "cpu_ms_per_reply": round((cpu - cpu_before) * 1000 / max(1, result["replies"]), 3),
-                                **database_files_mb(self.gw.db_url)})
+                                **database_files_mb(self.gw.db_url), "machine_ms": machine_ms()})
                 if self.scrape:
                     scraped, before = self._scrape(), scraped
                     windows[-1].update(checkpoint_figures(before.get("wal", {}), scraped.get("wal", {})))
@@ -221,6 +222,26 @@ class Driver:
         """The collector's and the checkpoint thread's counters on /metrics (only with ``scrape``: a scrape
         also counts the outbox, work the soak otherwise leaves out, as a gateway nobody scrapes would)."""
         return gc_figures(self.gw.ports["http"]) if self.scrape else {}
+
+
+def machine_ms(rounds: int = 3) -> float:
+    """How long a fixed pure-Python workload takes on this machine now, best of ``rounds``, in ms.
+
+    Run between windows, when the load is off: a yardstick of the machine itself. On a shared virtual
+    machine the speed swings by a third from one quarter of an hour to the next (the same ten-minute run,
+    same code and database, gave a p99 of 8-15 ms once and 27-28 ms an hour later, at 0.37-0.43 against
+    0.49-0.53 ms of CPU per reply), so a window's p99 is compared with its ``machine_ms`` beside it."""
+    best = float("inf")
+    for _ in range(max(1, rounds)):
+        started = time.perf_counter()
+        table: dict[str, int] = {}
+        total = 0
+        for i in range(200_000):
+            total += i * i % 7
+            if i % 4 == 0:
+                table[str(i)] = total
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000, 2)
 
 
 def _growth(before: float | None, after: float | None, digits: int = 2) -> float | None:
@@ -241,7 +262,11 @@ def summary(windows: list[dict], sent: int, refused: int, seconds: float, span: 
             "anon_median_first_window_mb": anon0, "anon_median_last_window_mb": anon1,
             "anon_median_growth_pct": _growth(anon0, anon1),
             "p99_first_window_ms": p0, "p99_last_window_ms": p1,
-            "p99_drift_pct": _growth(p0, p1, 1), "windows": windows}
+            "p99_drift_pct": _growth(p0, p1, 1),
+            # the machine's own drift over the same span: a p99 drift beside a machine that slowed as much
+            # is the machine's, not the gateway's
+            "machine_ms_first_window": first.get("machine_ms"), "machine_ms_last_window": last.get("machine_ms"),
+            "machine_drift_pct": _growth(first.get("machine_ms"), last.get("machine_ms"), 1), "windows": windows}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from bench.soak import (
     checkpoint_figures,
     collector_figures,
     database_files_mb,
+    machine_ms,
     rss_figures,
     summary,
     window_seconds,
@@ -23,14 +24,19 @@ def test_a_window_gives_its_samples_spread_beside_its_end():
 
 def test_the_summary_compares_first_and_last_windows_three_ways():
     windows = [{"window": 1, "rss_mb": 600.0, "rss_median_mb": 500.0, "anon_median_mb": 400.0, "p99_ms": 20.0,
-                "replies": 10},
+                "replies": 10, "machine_ms": 40.0},
                {"window": 2, "rss_mb": 520.0, "rss_median_mb": 505.0, "anon_median_mb": 404.0, "p99_ms": 22.0,
-                "replies": 10}]
+                "replies": 10, "machine_ms": 50.0}]
     result = summary(windows, sent=20, refused=0, seconds=1200, span=600)
     assert result["rss_growth_pct"] == -13.33
     assert result["rss_median_growth_pct"] == 1.0
     assert result["anon_median_growth_pct"] == 1.0
     assert result["p99_drift_pct"] == 10.0 and result["replies"] == 20
+    assert result["machine_drift_pct"] == 25.0  # the machine slowed more than the p99 grew
+
+
+def test_the_machine_yardstick_is_a_positive_time():
+    assert machine_ms(rounds=1) > 0
 
 
 def test_windows_are_ten_minutes_in_the_hour_and_a_sixth_of_a_shorter_run():

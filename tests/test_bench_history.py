@@ -35,3 +35,24 @@ def test_history_writes_what_a_200_leaves_behind(tmp_path):
     # the learning refresh of a gateway started on the copy folds only what is new
     assert count("SELECT SUM(exposures) FROM learned_counts") == 5000
     assert count("SELECT folded_until FROM learning_control WHERE id = 1") == now - 60
+
+
+def test_bench_writes_writes_the_rows_of_a_200_and_measures_them(tmp_path):
+    from bench.bench_writes import PRAGMAS, run_variant
+
+    path = tmp_path / "writes.sqlite"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate(engine)
+    engine.dispose()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.isolation_level = ""
+    for pragma in PRAGMAS:
+        db.execute(f"PRAGMA {pragma}")
+    figures = run_variant(db, path, 100, 25, 50, [1])
+    count = lambda sql: db.execute(sql).fetchone()[0]  # noqa: E731
+    assert count("SELECT COUNT(*) FROM message_log WHERE direction = 'MO'") == 100
+    assert count("SELECT COUNT(*) FROM message_log WHERE direction = 'MT'") == 100
+    assert count("SELECT COUNT(*) FROM outbox WHERE state = 'delivered' AND kind = 'reply'") == 100
+    assert count("SELECT COUNT(*) FROM exposures WHERE context = 'shelf'") == 500
+    assert figures["cpu_us_per_200"] > 0 and figures["wal_kb_per_200"] > 0
+    db.close()

@@ -40,8 +40,6 @@ from offers.population import FIRST
 
 PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "cache_size=-16384",
            "mmap_size=268435456", f"wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
-PER_NUMBER = {"ix_outbox_dest": "outbox (dest, created_at)",
-              "ix_message_log_source_at": "message_log (source, at)"}
 # cumulative: each variant drops its index from the copy the one before ran on
 VARIANTS = (("as shipped", ()), ("without ix_outbox_dest", ("ix_outbox_dest",)),
             ("without both per-number indexes", ("ix_message_log_source_at",)))
@@ -58,6 +56,15 @@ EXPOSURE = ("INSERT INTO exposures (id, msisdn, offer_code, channel, context, ra
 def _wal_bytes(path: Path) -> int:
     wal = path.with_name(path.name + "-wal")
     return wal.stat().st_size if wal.exists() else 0
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection with the gateway's pragmas, on which ``with db:`` is one transaction."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.isolation_level = ""  # "with db" opens and commits one transaction
+    for pragma in PRAGMAS:
+        db.execute(f"PRAGMA {pragma}")
+    return db
 
 
 def run_variant(db: sqlite3.Connection, path: Path, count: int, batch: int, active: int, ids: list[int]) -> dict:
@@ -105,10 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_writes_") as tmp:
         url = database_copy(Path(tmp), args.population, args.active, args.history)
         path = Path(url.split("///", 1)[1])
-        db = sqlite3.connect(path, isolation_level=None)
-        db.isolation_level = ""  # "with db" opens and commits one transaction
-        for pragma in PRAGMAS:
-            db.execute(f"PRAGMA {pragma}")
+        db = connect(path)
         ids = [(os.getpid() << 40) | 1]
         run_variant(db, path, WARM, batch, args.active, ids)
         results = {"count": count, "batch": batch, "history": args.history,

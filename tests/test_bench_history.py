@@ -38,16 +38,13 @@ def test_history_writes_what_a_200_leaves_behind(tmp_path):
 
 
 def test_bench_writes_writes_the_rows_of_a_200_and_measures_them(tmp_path):
-    from bench.bench_writes import PRAGMAS, run_variant
+    from bench.bench_writes import connect, run_variant
 
     path = tmp_path / "writes.sqlite"
     engine = make_engine(f"sqlite:///{path}")
     migrate(engine)
     engine.dispose()
-    db = sqlite3.connect(path, isolation_level=None)
-    db.isolation_level = ""
-    for pragma in PRAGMAS:
-        db.execute(f"PRAGMA {pragma}")
+    db = connect(path)
     figures = run_variant(db, path, 100, 25, 50, [1])
     count = lambda sql: db.execute(sql).fetchone()[0]  # noqa: E731
     assert count("SELECT COUNT(*) FROM message_log WHERE direction = 'MO'") == 100
